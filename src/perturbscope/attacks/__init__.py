@@ -1,0 +1,1 @@
+"""Attacks: the paper's gradient line search (others are added by their own modules)."""

@@ -1,0 +1,262 @@
+"""DeepFool (Moosavi-Dezfooli et al., CVPR 2016), batched over images.
+
+At each iterate the classifier is linearised and the input is moved to the nearest face of
+the linearised polytope around its reference class ``k0``; the loop stops as soon as the
+label at the current point differs from ``k0``. The returned perturbation carries the
+overshoot ``(1 + overshoot) * r_total`` (the point at which the label was checked).
+
+Conventions (see :mod:`perturbscope.models.outputs`): multi-class models return ``(N, K)``
+logits (``output="logits"``); binary models return a probability (``"sigmoid"``) or a
+pre-sigmoid score (``"logit"``) and are run through their two-logit form ``(-z/2, z/2)``, for
+which DeepFool reduces to the binary rule ``r = -z * grad z / ||grad z||^2``. Models with a
+``logit`` method are differentiated through it (no loss of precision near ``p = 0`` or ``1``).
+
+Batched: all images of a chunk move together; per iteration one forward pass and
+``C - 1`` backward passes (``C`` = candidate classes), each backward giving the gradient of
+one top-``C`` class difference for every still-active image at once. Images whose label has
+flipped (or that hit ``max_iter``) drop out of the active set.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from torch import nn
+
+from perturbscope.models.outputs import check_output_kind, two_logits
+from perturbscope.models.runtime import eval_mode
+
+__all__ = ["DeepFoolResult", "deepfool", "logits_function", "STEP_EPS"]
+
+#: Added to every step length (pixel units), as in the LTS4 reference code and foolbox,
+#: so that the linearised step lands just past the face rather than on it.
+STEP_EPS = 1e-4
+
+Norm = Literal["l2", "linf"]
+
+
+@dataclass
+class DeepFoolResult:
+    """Outcome of :func:`deepfool` for ``N`` inputs of shape ``shape``.
+
+    Attributes:
+        perturbation: ``(N, *shape)`` total perturbation, overshoot included (pixel units).
+            Zero for inputs already misclassified w.r.t. ``labels``.
+        l1, l2, linf: ``(N,)`` norms of ``perturbation`` on the flattened input.
+        success: ``(N,)`` bool, label of ``x + perturbation`` differs from the reference label.
+        iterations: ``(N,)`` int64 number of linearisation steps taken.
+        labels: ``(N,)`` reference labels (``labels`` argument, or the clean predictions).
+        adv_labels: ``(N,)`` predicted labels at ``x + perturbation``.
+        forwards: total model forward passes (batched calls count once per image row).
+    """
+
+    perturbation: torch.Tensor
+    l1: torch.Tensor
+    l2: torch.Tensor
+    linf: torch.Tensor
+    success: torch.Tensor
+    iterations: torch.Tensor
+    labels: torch.Tensor
+    adv_labels: torch.Tensor
+    forwards: int = 0
+
+    def norm(self, p: str | float) -> torch.Tensor:
+        """The ``(N,)`` norms for ``p`` in ``{1, 2, inf}`` (or ``"l1"``, ``"l2"``, ``"linf"``)."""
+        key = {1: "l1", 2: "l2", float("inf"): "linf", "1": "l1", "2": "l2", "inf": "linf",
+               "l1": "l1", "l2": "l2", "linf": "linf"}.get(p)
+        if key is None:
+            raise ValueError(f"p must be 1, 2, inf, 'l1', 'l2' or 'linf', got {p!r}")
+        return getattr(self, key)
+
+
+def logits_function(model: nn.Module | Callable, output: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """A callable ``x -> (N, K)`` logits for ``model`` under output convention ``output``."""
+    check_output_kind(output)
+    if output == "logits":
+        return model
+    if hasattr(model, "logit"):
+        return lambda x: two_logits(model.logit(x), "logit")
+    return lambda x: two_logits(model(x), output)
+
+
+def _validate(x: torch.Tensor, labels, norm: str, overshoot: float, max_iter: int,
+              num_classes: int, batch_size: int) -> None:
+    if not isinstance(x, torch.Tensor) or x.ndim < 2:
+        raise ValueError(f"x must be a tensor of shape (N, *shape), got "
+                         f"{getattr(x, 'shape', type(x))}")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values")
+    if labels is not None:
+        if not isinstance(labels, torch.Tensor) or labels.shape != (x.shape[0],):
+            raise ValueError(f"labels must be a tensor of shape ({x.shape[0]},), got "
+                             f"{getattr(labels, 'shape', type(labels))}")
+    if norm not in ("l2", "linf"):
+        raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
+    if not overshoot >= 0:
+        raise ValueError(f"overshoot must be >= 0, got {overshoot}")
+    if not isinstance(max_iter, int) or max_iter < 1:
+        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
+    if not isinstance(num_classes, int) or num_classes < 2:
+        raise ValueError(f"num_classes (candidate classes) must be an int >= 2, got {num_classes!r}")
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+
+
+def deepfool(
+    model: nn.Module | Callable,
+    x: torch.Tensor,
+    *,
+    output: str = "logits",
+    labels: torch.Tensor | None = None,
+    norm: Norm = "l2",
+    overshoot: float = 0.02,
+    max_iter: int = 50,
+    num_classes: int = 10,
+    batch_size: int = 256,
+    bounds: tuple[float, float] | None = None,
+) -> DeepFoolResult:
+    """Minimal-norm DeepFool perturbations for a batch of inputs.
+
+    Args:
+        model: classifier; its output convention is ``output``. Put in eval mode for the
+            run and restored to its previous mode afterwards.
+        x: ``(N, *shape)`` float inputs (pixel units, usually in [0, 1]).
+        output: ``"logits"`` (``(N, K)``), ``"sigmoid"`` or ``"logit"`` (binary).
+        labels: ``(N,)`` reference classes to move away from; default: the clean predictions.
+            Inputs already predicted differently from ``labels`` get a zero perturbation and
+            count as successes after 0 iterations.
+        norm: ``"l2"`` or ``"linf"``: the norm whose nearest linearised face is sought.
+        overshoot: ``eta``; the label is checked at ``x + (1 + eta) * r_total`` (paper: 0.02).
+        max_iter: iteration cap per input.
+        num_classes: candidate classes, the reference class plus the top ``num_classes - 1``
+            other classes by clean logits (LTS4 reference: 10). Binary models use 2.
+        batch_size: inputs processed together (memory bound; results do not depend on it).
+        bounds: optional ``(lo, hi)``; if given each iterate is clipped to it (as foolbox does).
+
+    Returns:
+        :class:`DeepFoolResult`. Norms are on the flattened perturbation, in pixel units.
+    """
+    _validate(x, labels, norm, overshoot, max_iter, num_classes, batch_size)
+    f = logits_function(model, output)
+    mode = eval_mode(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
+    with mode:
+        parts = [
+            _deepfool_chunk(f, x[i:i + batch_size],
+                            None if labels is None else labels[i:i + batch_size],
+                            norm, float(overshoot), max_iter, num_classes, bounds)
+            for i in range(0, x.shape[0], batch_size)
+        ]
+    if not parts:
+        empty = x.new_zeros((0,))
+        return DeepFoolResult(x.clone(), empty, empty, empty, empty.bool(), empty.long(),
+                              empty.long(), empty.long(), 0)
+    pert = torch.cat([p[0] for p in parts])
+    flat = pert.reshape(pert.shape[0], -1)
+    return DeepFoolResult(
+        perturbation=pert,
+        l1=flat.abs().sum(1),
+        l2=flat.norm(dim=1),
+        linf=flat.abs().amax(1),
+        success=torch.cat([p[1] for p in parts]),
+        iterations=torch.cat([p[2] for p in parts]),
+        labels=torch.cat([p[3] for p in parts]),
+        adv_labels=torch.cat([p[4] for p in parts]),
+        forwards=sum(p[5] for p in parts),
+    )
+
+
+def _deepfool_chunk(f, x0, labels, norm, overshoot, max_iter, num_classes, bounds):
+    n = x0.shape[0]
+    shape = x0.shape[1:]
+    x0 = x0.detach()
+    with torch.no_grad():
+        clean = f(x0)
+    if clean.ndim != 2 or clean.shape[0] != n or clean.shape[1] < 2:
+        raise ValueError(f"model must give (N, K >= 2) logits under this output convention, "
+                         f"got shape {tuple(clean.shape)}")
+    forwards = n
+    k = clean.shape[1]
+    pred = clean.argmax(1)
+    ref = pred if labels is None else labels.to(pred.device).long()
+    if labels is not None and ((ref < 0) | (ref >= k)).any():
+        raise ValueError(f"labels must lie in [0, {k - 1}]")
+    c = min(num_classes, k)
+    # candidates: the reference class first, then the top c-1 other classes by clean logits
+    others = clean.detach().scatter(1, ref.view(-1, 1), float("-inf")).topk(c - 1, dim=1).indices
+    cand = torch.cat([ref.view(-1, 1), others], dim=1)  # (n, c)
+
+    r_tot = torch.zeros_like(x0)
+    iterations = torch.zeros(n, dtype=torch.long, device=x0.device)
+    adv_labels = pred.clone()
+    active = pred == ref  # already misclassified inputs need no perturbation
+    scale = 1.0 + overshoot
+
+    def point(rows: torch.Tensor) -> torch.Tensor:
+        xp = x0[rows] + scale * r_tot[rows]
+        return xp.clamp(*bounds) if bounds is not None else xp
+
+    for _ in range(max_iter):
+        idx = active.nonzero().flatten()
+        if idx.numel() == 0:
+            break
+        xa = point(idx).requires_grad_(True)
+        with torch.enable_grad():
+            logits = f(xa)
+            forwards += idx.numel()
+            sel = logits.gather(1, cand[idx])  # (m, c)
+            diffs = sel[:, 1:] - sel[:, :1]  # f'_k = f_k - f_k0, (m, c-1)
+            grads = []
+            for j in range(c - 1):  # one backward per candidate, all images at once
+                (g,) = torch.autograd.grad(diffs[:, j].sum(), xa, retain_graph=j < c - 2)
+                grads.append(g.reshape(idx.numel(), -1))
+        w = torch.stack(grads, dim=1)  # (m, c-1, d)
+        fd = diffs.detach()
+        # labels at the current point: stop rows that have flipped already
+        cur = logits.detach().argmax(1)
+        flipped = cur != ref[idx]
+        adv_labels[idx] = cur
+        if flipped.any():
+            active[idx[flipped]] = False
+        keep = ~flipped
+        if not keep.any():
+            break
+        idx, w, fd = idx[keep], w[keep], fd[keep]
+        dual = w.abs().sum(2) if norm == "linf" else w.norm(dim=2)  # ||w'_k||_q
+        dist = fd.abs() / dual
+        dist = torch.where(torch.isfinite(dist), dist, torch.full_like(dist, float("inf")))
+        best_dist, best = dist.min(1)
+        stuck = ~torch.isfinite(best_dist)  # zero gradient for every candidate: cannot move
+        if stuck.any():
+            active[idx[stuck]] = False
+            idx, w, best, best_dist = idx[~stuck], w[~stuck], best[~stuck], best_dist[~stuck]
+            if idx.numel() == 0:
+                break
+        wl = w[torch.arange(idx.numel(), device=w.device), best]  # (m, d)
+        step_len = (best_dist + STEP_EPS).view(-1, 1)
+        if norm == "linf":
+            r = step_len * wl.sign()
+        else:
+            r = step_len * wl / wl.norm(dim=1, keepdim=True)
+        # f'_l < 0 (still class k0): moving along +w' raises f_l - f_k0 toward 0
+        r_tot[idx] += r.reshape((idx.numel(), *shape)).to(r_tot.dtype)
+        iterations[idx] += 1
+
+    # final check at the returned point for rows still active after the last step
+    idx = active.nonzero().flatten()
+    if idx.numel():
+        with torch.no_grad():
+            cur = f(point(idx)).argmax(1)
+        forwards += idx.numel()
+        adv_labels[idx] = cur
+    x_adv = x0 + scale * r_tot
+    if bounds is not None:
+        x_adv = x_adv.clamp(*bounds)
+    pert = (x_adv - x0).detach()
+    success = adv_labels != ref
+    return pert, success, iterations, ref, adv_labels, forwards

@@ -1,0 +1,1 @@
+"""The ``perturbscope`` command line (see :mod:`perturbscope.cli.main`)."""

@@ -1,0 +1,58 @@
+"""Entry point of the ``perturbscope`` command.
+
+Each subcommand lives in its own module under ``perturbscope.cli`` and exposes
+``register(subparsers)``, which adds its parser and sets ``func`` (a callable
+taking the parsed namespace and returning an exit code). Add a module's name to
+``COMMAND_MODULES`` to make it appear.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from perturbscope import __version__
+
+COMMAND_MODULES: tuple[str, ...] = (
+    "perturbscope.cli.train_cmd",
+    "perturbscope.cli.audit_cmd",
+    "perturbscope.cli.demo_cmd",
+)
+
+
+class UsageError(Exception):
+    """Raised by a command for bad user input; printed without a traceback, exit code 2."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="perturbscope",
+        description=(
+            "Measure the geometry of a classifier's perturbations: adversarial, random, "
+            "universal and harmless. Norms are in pixel units (inputs in [0, 1])."
+        ),
+    )
+    parser.add_argument("--version", action="version", version=f"perturbscope {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UsageError, FileNotFoundError, ValueError) as exc:
+        print(f"perturbscope {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"perturbscope {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Measurements: random-perturbation probes, metrics, rare events, robustness categories."""

@@ -1,0 +1,160 @@
+"""DeepFool: exact on affine models, binary conventions, batching, mode restoring, errors."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from perturbscope.attacks.deepfool import STEP_EPS, deepfool
+from perturbscope.models.pair_cnn import LinearBinary, PairCNN
+
+
+def _linear(d: int, k: int, seed: int = 0) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(k, d, generator=g, dtype=torch.float64)
+    b = torch.randn(k, generator=g, dtype=torch.float64)
+    model = nn.Linear(d, k).double()
+    with torch.no_grad():
+        model.weight.copy_(w)
+        model.bias.copy_(b)
+    return model, w, b
+
+
+def _closest_face(w, b, x, norm):
+    """Closed-form nearest face of the affine classifier's cell around argmax."""
+    logits = x @ w.T + b
+    k0 = logits.argmax(1)
+    fd = logits - logits.gather(1, k0[:, None])
+    wd = w[None] - w[k0][:, None]
+    dual = wd.norm(dim=2) if norm == "l2" else wd.abs().sum(2)
+    dist = fd.abs() / dual
+    dist[torch.arange(x.shape[0]), k0] = float("inf")
+    dmin, l = dist.min(1)
+    wl = wd[torch.arange(x.shape[0]), l]
+    direction = wl / wl.norm(dim=1, keepdim=True) if norm == "l2" else wl.sign()
+    return dmin, l, direction
+
+
+@pytest.mark.parametrize("norm", ["l2", "linf"])
+@pytest.mark.parametrize("overshoot", [0.02, 0.1])
+def test_linear_multiclass_one_step_to_closest_face(norm, overshoot):
+    model, w, b = _linear(30, 6)
+    x = torch.randn(80, 30, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    res = deepfool(model, x, norm=norm, overshoot=overshoot, batch_size=32)
+    dmin, l, direction = _closest_face(w, b, x, norm)
+    assert res.success.all()
+    assert (res.iterations == 1).all()
+    expected = (1 + overshoot) * (dmin + STEP_EPS)[:, None] * direction
+    torch.testing.assert_close(res.perturbation, expected, rtol=1e-10, atol=1e-12)
+    # the landing point's label is the class of the closest face
+    assert torch.equal(res.adv_labels, l)
+    # the norm of the step is the exact distance (x (1 + overshoot)), in the chosen norm
+    got = res.l2 if norm == "l2" else res.linf
+    torch.testing.assert_close(got, (1 + overshoot) * (dmin + STEP_EPS), rtol=1e-10, atol=0)
+    # norms are consistent with the perturbation
+    torch.testing.assert_close(res.l1, res.perturbation.abs().sum(1))
+
+
+def test_candidates_limit_changes_only_what_it_should():
+    model, w, b = _linear(10, 12, seed=3)
+    x = torch.randn(40, 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    full = deepfool(model, x, num_classes=12)
+    dmin, _, _ = _closest_face(w, b, x, "l2")
+    torch.testing.assert_close(full.l2, 1.02 * (dmin + STEP_EPS))
+    few = deepfool(model, x, num_classes=2)  # only the runner-up class: never closer
+    assert few.success.all()
+    assert (few.l2 >= full.l2 - 1e-9).all()
+
+
+@pytest.mark.parametrize("output", ["sigmoid", "logit"])
+def test_binary_linear_hits_exact_distance(output):
+    g = torch.Generator().manual_seed(0)
+    w = torch.randn(50, generator=g, dtype=torch.float64)
+    lin = LinearBinary(w, bias=0.3)
+
+    class NoLogit(nn.Module):  # force the convention path (no .logit method)
+        def forward(self, x):
+            z = lin.logit(x)
+            return torch.sigmoid(z) if output == "sigmoid" else z
+
+    x = 0.2 * torch.randn(25, 50, generator=g, dtype=torch.float64)
+    for model in (lin, NoLogit()):
+        out = "sigmoid" if model is lin else output
+        res = deepfool(model, x, output=out)
+        assert res.success.all()
+        assert (res.iterations == 1).all()
+        torch.testing.assert_close(res.l2, 1.02 * (lin.distance(x) + STEP_EPS), rtol=1e-6, atol=1e-9)
+        # the perturbation is along the plane normal and crosses it
+        cos = (res.perturbation @ w).abs() / (res.l2 * w.norm())
+        torch.testing.assert_close(cos, torch.ones_like(cos))
+        flipped = (lin.logit(x + res.perturbation) >= 0) != (lin.logit(x) >= 0)
+        assert flipped.all()
+
+
+def test_nonlinear_batched_equals_per_image_and_restores_mode():
+    torch.manual_seed(0)
+    model = PairCNN(in_channels=1, width=0.125, dropout=0.3)
+    model.train()
+    x = torch.rand(6, 1, 12, 12)
+    res = deepfool(model, x, output="sigmoid", batch_size=4, max_iter=30)
+    assert model.training, "deepfool must restore the model's train mode"
+    one = deepfool(model, x[2:3], output="sigmoid", max_iter=30)
+    torch.testing.assert_close(res.perturbation[2:3], one.perturbation, rtol=1e-4, atol=1e-6)
+    model.eval()
+    with torch.no_grad():
+        before = model(x) >= 0.5
+        after = model(x + res.perturbation) >= 0.5
+    assert torch.equal(after != before, res.success)
+    assert res.success.float().mean() > 0.5
+    assert (res.iterations[res.success] >= 1).all()
+
+
+def test_labels_argument_and_already_misclassified():
+    model, w, b = _linear(8, 3)
+    x = torch.randn(10, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    pred = model(x).argmax(1)
+    wrong = (pred + 1) % 3
+    res = deepfool(model, x, labels=wrong)
+    assert res.success.all()
+    assert (res.iterations == 0).all()
+    assert (res.l2 == 0).all()
+
+
+def test_bounds_clip_iterates():
+    model, _, _ = _linear(8, 3)
+    x = torch.rand(10, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    res = deepfool(model, x, bounds=(0.0, 1.0))
+    xa = x + res.perturbation
+    assert (xa >= 0).all() and (xa <= 1).all()
+
+
+def test_iteration_cap_reports_failure():
+    class Far(nn.Module):  # margin exp(s): Newton steps on it never reach zero
+        def forward(self, x):
+            z = torch.exp(x.sum(1))
+            return torch.stack([z, -z], 1)
+
+    x = torch.zeros(4, 3)
+    res = deepfool(Far(), x, max_iter=3)
+    assert not res.success.any()
+    assert (res.iterations == 3).all()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"norm": "l1"}, "norm"), ({"overshoot": -1.0}, "overshoot"), ({"max_iter": 0}, "max_iter"),
+     ({"num_classes": 1}, "num_classes"), ({"labels": torch.zeros(3, dtype=torch.long)}, "labels")],
+)
+def test_bad_arguments(kwargs, match):
+    model, _, _ = _linear(4, 3)
+    with pytest.raises(ValueError, match=match):
+        deepfool(model, torch.zeros(5, 4, dtype=torch.float64), **kwargs)
+
+
+def test_nan_input_rejected():
+    model, _, _ = _linear(4, 3)
+    x = torch.zeros(2, 4, dtype=torch.float64)
+    x[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="NaN"):
+        deepfool(model, x)
