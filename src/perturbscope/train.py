@@ -108,7 +108,7 @@ def train_binary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Tra
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total_loss += float(loss) * len(idx)
+                total_loss += float(loss.detach()) * len(idx)
                 total_correct += int(((prob >= 0.5).long() == yb).sum())
                 advance(1)
             hist.loss.append(total_loss / n)

@@ -19,8 +19,10 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import tempfile
+import uuid
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,7 @@ __all__ = [
     "write_idx",
     "sha256_bytes",
     "sha256_file",
+    "atomic_output",
 ]
 
 GZIP_MAGIC = b"\x1f\x8b"
@@ -51,6 +54,25 @@ IDX_DTYPES: dict[int, np.dtype] = {
     0x0E: np.dtype(">f8"),
 }
 _CODE_BY_KIND = {(dt.kind, dt.itemsize): code for code, dt in IDX_DTYPES.items()}
+
+
+@contextmanager
+def atomic_output(target: str | os.PathLike) -> Iterator[tuple[Path, object]]:
+    """Write to a hidden temporary file next to ``target``; rename it into place on success.
+
+    Yields ``(temporary path, binary file handle)``. If the block raises, the
+    temporary file is removed and ``target`` is untouched. The file gets the usual
+    permissions (umask applies), unlike :func:`tempfile.mkstemp`'s 0600.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:12]}.part")
+    try:
+        with open(tmp, "xb") as fh:
+            yield tmp, fh
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -185,13 +207,6 @@ def write_idx(path: str | os.PathLike, array: np.ndarray, compress: bool | None 
     data = encode_idx(array)
     if compress:
         data = gzip.compress(data, compresslevel=9, mtime=0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as (_, fh):
+        fh.write(data)
     return path

@@ -48,12 +48,15 @@ def resolve_output(model: nn.Module, output: str | None) -> str:
 
 
 def predict(model: nn.Module, x: torch.Tensor, output: str, batch_size: int = 256) -> torch.Tensor:
-    """Labels ``(N,)`` for inputs ``(N, ...)`` in batches, under inference mode (mode untouched)."""
+    """Labels ``(N,)`` for inputs ``(N, ...)`` in batches, in eval and inference mode.
+
+    The model's own train/eval flags are restored afterwards.
+    """
     from perturbscope.models.outputs import predict_labels
 
     device = model_device(model)
     out = torch.empty(x.shape[0], dtype=torch.long)
-    with torch.inference_mode():
+    with eval_mode(model), torch.inference_mode():
         for start in range(0, x.shape[0], batch_size):
             xb = x[start:start + batch_size].to(device)
             out[start:start + batch_size] = predict_labels(model(xb), output).cpu()

@@ -1,0 +1,352 @@
+"""Universal adversarial perturbations (Moosavi-Dezfooli et al., CVPR 2017, Algorithm 1).
+
+One perturbation ``v`` with ``||v||_p <= xi`` that changes the predicted label of most inputs
+("fooled" = label of ``x + v`` differs from the label of ``x``, not from the ground truth).
+The algorithm passes over a build set; each input not yet fooled by the current ``v`` gets a
+minimal L2 DeepFool perturbation ``dv`` of ``x + v``; ``v`` becomes ``P_{p,xi}(v + dv)``.
+It stops when the build-set fooling rate reaches ``1 - delta`` or after ``max_passes``.
+
+Two modes:
+
+``"sequential"`` (the paper's): inputs one at a time in a seeded shuffled order, ``v`` updated
+    after each DeepFool that succeeds (the reference code's rule).
+``"batched"``: the shuffled inputs in chunks of ``chunk``; DeepFool runs batched on the chunk's
+    not-yet-fooled rows of ``x + v`` and ``v`` moves by the *sum* of their successful
+    perturbations before projecting. With ``chunk=1`` it is the sequential mode.
+
+Fooling rates are always computed batched. Pass held-out inputs as ``x_eval`` to get the rate
+the paper reports (on images not used to build ``v``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from perturbscope.attacks.deepfool import deepfool, logits_function
+from perturbscope.models.runtime import eval_mode
+from perturbscope.progress import progress_bar
+from perturbscope.sampling import make_generator, uniform_sphere
+from perturbscope.stats import binomial_ci
+
+__all__ = [
+    "UniversalResult",
+    "universal_perturbation",
+    "project_lp_ball",
+    "parse_p",
+    "predict",
+    "fooling_mask",
+    "fooling_rate",
+    "random_fooling",
+    "RandomFooling",
+]
+
+Mode = Literal["sequential", "batched"]
+
+
+def parse_p(p: float | int | str) -> float:
+    """``2`` or ``inf`` from ``2``, ``"2"``, ``"l2"``, ``inf``, ``"inf"``, ``"linf"``."""
+    table = {"2": 2.0, "l2": 2.0, "inf": math.inf, "linf": math.inf}
+    if isinstance(p, str):
+        if p.lower() in table:
+            return table[p.lower()]
+    elif isinstance(p, int | float) and float(p) in (2.0, math.inf):
+        return float(p)
+    raise ValueError(f"p must be 2 or inf (also 'l2', 'linf'), got {p!r}")
+
+
+def project_lp_ball(v: torch.Tensor, xi: float, p: float | str) -> torch.Tensor:
+    """Project ``v`` (any shape, one vector) onto the ball ``{u : ||u||_p <= xi}``.
+
+    ``p = 2``: ``v * min(1, xi / ||v||_2)`` (radial scaling, the Euclidean projection).
+    ``p = inf``: clip each entry to ``[-xi, xi]`` (the Euclidean projection onto the cube).
+    The identity inside the ball; idempotent.
+    """
+    p = parse_p(p)
+    if not xi >= 0:
+        raise ValueError(f"xi (ball radius, pixel units) must be >= 0, got {xi!r}")
+    if p == math.inf:
+        return v.clamp(-xi, xi)
+    n = v.norm()
+    if n <= xi:
+        return v
+    return v * (xi / n)
+
+
+def predict(f: Callable, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
+    """Labels ``(N,)`` of the logits function ``f`` on ``x``, in batches, without gradients."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, x.shape[0], batch_size):
+            out.append(f(x[i:i + batch_size]).argmax(1))
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=x.device)
+
+
+def _apply(x: torch.Tensor, v: torch.Tensor, bounds) -> torch.Tensor:
+    xv = x + v
+    return xv.clamp(*bounds) if bounds is not None else xv
+
+
+def fooling_mask(model: nn.Module | Callable, x: torch.Tensor, v: torch.Tensor, *,
+                 output: str = "logits", clean_labels: torch.Tensor | None = None,
+                 bounds: tuple[float, float] | None = None, batch_size: int = 256) -> torch.Tensor:
+    """``(N,)`` bool: the label of ``x + v`` (clipped to ``bounds`` if given) differs from the
+    label of ``x`` (or from ``clean_labels`` if given). ``v`` has the shape of one input."""
+    f = logits_function(model, output)
+    ctx = eval_mode(model) if isinstance(model, nn.Module) else _null()
+    with ctx:
+        clean = predict(f, x, batch_size) if clean_labels is None else clean_labels
+        out = []
+        with torch.no_grad():
+            for i in range(0, x.shape[0], batch_size):
+                out.append(f(_apply(x[i:i + batch_size], v, bounds)).argmax(1))
+    adv = torch.cat(out) if out else clean
+    return adv != clean
+
+
+def fooling_rate(model, x, v, **kwargs) -> float:
+    """Fraction of inputs whose label changes under ``v`` (see :func:`fooling_mask`)."""
+    return float(fooling_mask(model, x, v, **kwargs).float().mean())
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
+@dataclass
+class UniversalResult:
+    """Outcome of :func:`universal_perturbation`.
+
+    Attributes:
+        perturbation: ``v``, shape of one input, ``||v||_p <= xi`` (pixel units).
+        xi, p: the ball.
+        fooling_rate: fraction of the build set fooled by the final ``v``.
+        history: build-set fooling rate after each pass.
+        passes: passes made; ``converged``: the target ``1 - delta`` was reached.
+        updates: accepted DeepFool updates; ``deepfool_calls``: DeepFool runs (rows).
+        heldout_fooling_rate, heldout_ci, heldout_n: on ``x_eval`` when given.
+        seconds: wall time of the construction (evaluation on ``x_eval`` excluded).
+    """
+
+    perturbation: torch.Tensor
+    xi: float
+    p: float
+    fooling_rate: float
+    history: list[float] = field(default_factory=list)
+    passes: int = 0
+    converged: bool = False
+    updates: int = 0
+    deepfool_calls: int = 0
+    heldout_fooling_rate: float | None = None
+    heldout_ci: tuple[float, float] | None = None
+    heldout_n: int = 0
+    seconds: float = 0.0
+    mode: str = "sequential"
+
+    @property
+    def norms(self) -> dict[str, float]:
+        flat = self.perturbation.reshape(-1).double()
+        return {"l1": float(flat.abs().sum()), "l2": float(flat.norm()),
+                "linf": float(flat.abs().max()) if flat.numel() else 0.0}
+
+    def summary(self) -> dict:
+        """Plain-data summary (JSON-ready)."""
+        return {
+            "xi": self.xi, "p": "inf" if self.p == math.inf else 2, "mode": self.mode,
+            "fooling_rate_build": self.fooling_rate, "history": list(self.history),
+            "passes": self.passes, "converged": self.converged, "updates": self.updates,
+            "deepfool_calls": self.deepfool_calls,
+            "heldout_fooling_rate": self.heldout_fooling_rate,
+            "heldout_ci": list(self.heldout_ci) if self.heldout_ci else None,
+            "heldout_n": self.heldout_n, "seconds": self.seconds, "norms": self.norms,
+        }
+
+
+def universal_perturbation(
+    model: nn.Module | Callable,
+    x: torch.Tensor,
+    *,
+    xi: float,
+    p: float | str = math.inf,
+    output: str = "logits",
+    delta: float = 0.2,
+    max_passes: int = 10,
+    x_eval: torch.Tensor | None = None,
+    mode: Mode = "sequential",
+    chunk: int = 32,
+    overshoot: float = 0.02,
+    df_max_iter: int = 10,
+    num_classes: int = 10,
+    bounds: tuple[float, float] | None = None,
+    seed: int | torch.Generator | None = 0,
+    batch_size: int = 256,
+    level: float = 0.95,
+    progress: bool = False,
+) -> UniversalResult:
+    """Build a universal perturbation on ``x`` and (optionally) measure it on ``x_eval``.
+
+    Args:
+        model: classifier under output convention ``output``; run in eval mode, mode restored.
+        x: ``(N, *shape)`` build inputs in pixel units.
+        xi: radius of the ``p``-ball (pixel units; the paper's Linf xi = 10/255 on [0, 1]).
+        p: ``2`` or ``inf``.
+        delta: stop once the build fooling rate reaches ``1 - delta`` (paper: 0.2).
+        max_passes: pass limit over ``x``.
+        x_eval: ``(M, *shape)`` held-out inputs for the reported fooling rate (with a
+            binomial confidence interval at ``level``).
+        mode: ``"sequential"`` (paper) or ``"batched"`` (chunks of ``chunk`` inputs).
+        overshoot, df_max_iter, num_classes: the inner L2 DeepFool's settings
+            (reference code: 0.02, 10, 10).
+        bounds: if given, ``x + v`` is clipped to it wherever the model sees it.
+        seed: seed (or generator) of the shuffles; same seed, same ``v``.
+        progress: show a rich progress bar.
+    """
+    p = parse_p(p)
+    if not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[0] == 0:
+        raise ValueError(f"x must be a non-empty tensor (N, *shape), got {getattr(x, 'shape', x)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("x contains NaN or infinite values")
+    if not (isinstance(xi, int | float) and xi > 0 and math.isfinite(xi)):
+        raise ValueError(f"xi (ball radius, pixel units) must be a finite number > 0, got {xi!r}")
+    if not 0 <= delta < 1:
+        raise ValueError(f"delta must be in [0, 1), got {delta!r}")
+    if not isinstance(max_passes, int) or max_passes < 1:
+        raise ValueError(f"max_passes must be an int >= 1, got {max_passes!r}")
+    if mode not in ("sequential", "batched"):
+        raise ValueError(f"mode must be 'sequential' or 'batched', got {mode!r}")
+    if not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk must be an int >= 1, got {chunk!r}")
+    if x_eval is not None and (x_eval.shape[1:] != x.shape[1:]):
+        raise ValueError(f"x_eval must have inputs of shape {tuple(x.shape[1:])}, "
+                         f"got {tuple(x_eval.shape[1:])}")
+    step = 1 if mode == "sequential" else chunk
+    gen = make_generator(seed)
+    f = logits_function(model, output)
+    n = x.shape[0]
+    v = torch.zeros_like(x[0])
+    history: list[float] = []
+    updates = calls = passes = 0
+    converged = False
+    t0 = time.perf_counter()
+    ctx = eval_mode(model) if isinstance(model, nn.Module) else _null()
+    with ctx, progress_bar(f"universal (p={'inf' if p == math.inf else 2}, xi={xi:g})",
+                           max_passes * n, enabled=progress) as advance:
+        clean = predict(f, x, batch_size)
+        rate = float((predict(f, _apply(x, v, bounds), batch_size) != clean).double().mean())
+        while rate < 1 - delta and passes < max_passes:
+            order = torch.randperm(n, generator=gen).to(x.device)
+            for start in range(0, n, step):
+                rows = order[start:start + step]
+                with torch.no_grad():
+                    cur = f(_apply(x[rows], v, bounds)).argmax(1)
+                todo = rows[cur == clean[rows]]
+                if todo.numel():
+                    df = deepfool(f, _apply(x[todo], v, bounds), output="logits",
+                                  labels=clean[todo], norm="l2", overshoot=overshoot,
+                                  max_iter=df_max_iter, num_classes=num_classes,
+                                  batch_size=max(step, 1), bounds=bounds)
+                    calls += todo.numel()
+                    ok = df.success
+                    if ok.any():
+                        v = project_lp_ball(v + df.perturbation[ok].sum(0), xi, p)
+                        updates += int(ok.sum())
+                advance(rows.numel())
+            passes += 1
+            rate = float((predict(f, _apply(x, v, bounds), batch_size) != clean).double().mean())
+            history.append(rate)
+            if rate >= 1 - delta:
+                converged = True
+                advance((max_passes - passes) * n)
+        if not history:  # already fooled enough with v = 0 (only possible with delta near 1)
+            converged = rate >= 1 - delta
+    seconds = time.perf_counter() - t0
+    result = UniversalResult(perturbation=v.detach(), xi=float(xi), p=p, fooling_rate=rate,
+                             history=history, passes=passes, converged=converged,
+                             updates=updates, deepfool_calls=calls, seconds=seconds, mode=mode)
+    if x_eval is not None and x_eval.shape[0]:
+        mask = fooling_mask(model, x_eval, result.perturbation, output=output, bounds=bounds,
+                            batch_size=batch_size)
+        k, m = int(mask.sum()), int(mask.numel())
+        result.heldout_fooling_rate = k / m
+        result.heldout_ci = tuple(float(b) for b in binomial_ci(k, m, level=level))
+        result.heldout_n = m
+    return result
+
+
+@dataclass
+class RandomFooling:
+    """Flips of ``x`` under ``draws`` random perturbations, each applied to every input.
+
+    Attributes:
+        flips: ``(draws, N)`` bool, draw ``j`` flips input ``i``.
+        radius, p, kind: the perturbations' size and law.
+    """
+
+    flips: torch.Tensor
+    radius: float
+    p: float
+    kind: str
+
+    @property
+    def rate(self) -> float:
+        """Fraction of (draw, input) pairs that flip."""
+        return float(self.flips.float().mean()) if self.flips.numel() else 0.0
+
+    @property
+    def per_draw(self) -> torch.Tensor:
+        """``(draws,)`` fooling rate of each random vector used as a universal one."""
+        return self.flips.float().mean(1)
+
+    @property
+    def per_input(self) -> torch.Tensor:
+        """``(N,)`` fraction of draws that flip each input."""
+        return self.flips.float().mean(0)
+
+
+def random_fooling(model: nn.Module | Callable, x: torch.Tensor, *, radius: float,
+                   p: float | str = 2, draws: int = 10, output: str = "logits",
+                   kind: str | None = None, bounds: tuple[float, float] | None = None,
+                   seed: int | torch.Generator | None = 0, batch_size: int = 256) -> RandomFooling:
+    """Random-vector baseline: ``draws`` random vectors of norm ``radius`` applied to every input.
+
+    ``kind="sphere"`` (default for ``p=2``): uniform on the L2 sphere of radius ``radius``.
+    ``kind="corners"`` (default for ``p=inf``): ``radius * s`` with iid random signs ``s``
+    (uniform on the corners of the Linf sphere, the largest vectors of that Linf norm).
+    """
+    p = parse_p(p)
+    kind = kind or ("sphere" if p == 2 else "corners")
+    if kind not in ("sphere", "corners"):
+        raise ValueError(f"kind must be 'sphere' or 'corners', got {kind!r}")
+    if not radius >= 0:
+        raise ValueError(f"radius must be >= 0, got {radius!r}")
+    if not isinstance(draws, int) or draws < 1:
+        raise ValueError(f"draws must be an int >= 1, got {draws!r}")
+    gen = make_generator(seed)
+    shape = tuple(x.shape[1:])
+    if kind == "sphere":
+        vs = uniform_sphere(draws, shape, radius, seed=gen, dtype=x.dtype).to(x.device)
+    else:
+        signs = torch.randint(0, 2, (draws, *shape), generator=gen).to(x.dtype) * 2 - 1
+        vs = (radius * signs).to(x.device)
+    f = logits_function(model, output)
+    ctx = eval_mode(model) if isinstance(model, nn.Module) else _null()
+    with ctx:
+        clean = predict(f, x, batch_size)
+        n = x.shape[0]
+        adv = torch.empty(draws * n, dtype=torch.long, device=x.device)
+        with torch.no_grad():  # (draw, input) pairs flattened, in batches
+            for start in range(0, draws * n, batch_size):
+                pair = torch.arange(start, min(start + batch_size, draws * n), device=x.device)
+                adv[pair] = f(_apply(x[pair % n], vs[pair // n], bounds)).argmax(1)
+        flips = adv.view(draws, n) != clean.view(1, n)
+    return RandomFooling(flips=flips.cpu(), radius=float(radius), p=p, kind=kind)

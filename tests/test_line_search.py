@@ -1,0 +1,87 @@
+import pytest
+import torch
+from torch import nn
+
+from perturbscope.attacks.line_search import gradient_line_search
+from perturbscope.models import LinearBinary
+
+
+def linear_problem(d=64, n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    w = torch.randn(d, generator=g, dtype=torch.float64)
+    x = torch.rand(n, d, generator=g, dtype=torch.float64)
+    b = -float((x @ w).median())
+    model = LinearBinary(w, bias=b)
+    y = (model.logit(x) >= 0).long()
+    return model, x, y
+
+
+def test_linear_eps_on_grid_equals_exact_distance():
+    model, x, y = linear_problem()
+    s_max, steps = 5.0, 256
+    res = gradient_line_search(model, x, y, output="sigmoid", s_max=s_max, steps=steps)
+    dist = model.distance(x)
+    step = s_max / steps
+    assert res.success.all()
+    # the smallest grid point at or beyond the plane: dist <= eps < dist + step
+    assert (res.eps_l2 >= dist - 1e-9).all()
+    assert (res.eps_l2 < dist + step + 1e-9).all()
+    expected = torch.ceil(dist / step - 1e-9).clamp(min=1) * step  # the grid starts at s_max / steps
+    assert torch.allclose(res.eps_l2, expected, atol=1e-9)
+    assert res.forwards <= x.shape[0] * (steps + 1)
+
+
+def test_bisection_reaches_tolerance_and_still_flips():
+    model, x, y = linear_problem(seed=1)
+    res = gradient_line_search(model, x, y, output="sigmoid", s_max=5.0, refine_tol=1e-6)
+    dist = model.distance(x)
+    assert ((res.eps_l2 - dist) >= -1e-9).all()
+    assert ((res.eps_l2 - dist) <= 2e-6).all()
+    flipped = (model.logit(x + res.perturbation) >= 0).long()
+    assert (flipped != y).all()
+    # the L1 and Linf norms describe the same perturbation
+    assert torch.allclose(res.eps_l1, res.perturbation.abs().sum(1))
+    assert torch.allclose(res.eps_linf, res.perturbation.abs().amax(1))
+
+
+def test_multiclass_linear_and_failure_beyond_s_max():
+    torch.manual_seed(0)
+    lin = nn.Linear(10, 3).double()
+    x = torch.rand(30, 10, dtype=torch.float64)
+    y = lin(x).argmax(1)
+    res = gradient_line_search(lin, x, y, output="logits", s_max=50.0, steps=256)
+    flipped = lin(x + res.perturbation).argmax(1)
+    assert ((flipped != y) | ~res.success).all()
+    # a tiny s_max cannot reach the boundary: reported as failure with NaN norms
+    far = gradient_line_search(lin, x, y, output="logits", s_max=1e-6, steps=4)
+    assert not far.success.all()
+    assert torch.isnan(far.eps_l2[~far.success]).all()
+    assert (far.perturbation[~far.success] == 0).all()
+
+
+def test_zero_gradient_is_not_susceptible():
+    class Saturated(nn.Module):
+        output_kind = "sigmoid"
+
+        def forward(self, x):
+            return torch.ones(x.shape[0], dtype=x.dtype) + 0 * x.sum(1)
+
+    x = torch.rand(4, 5)
+    res = gradient_line_search(Saturated(), x, torch.ones(4, dtype=torch.long))
+    assert not res.success.any()
+
+
+def test_mode_restored_and_inputs_checked():
+    model, x, y = linear_problem()
+    net = nn.Sequential(nn.Linear(64, 8), nn.Dropout(0.5), nn.ReLU(), nn.Linear(8, 1)).double()
+    net.train()
+    gradient_line_search(net, x, y, output="logit", s_max=5.0)
+    assert net.training and net[1].training
+    with pytest.raises(ValueError, match="NaN"):
+        gradient_line_search(model, x.clone().fill_(float("nan")), y)
+    with pytest.raises(ValueError, match="bounds"):
+        gradient_line_search(model, x + 2, y)
+    with pytest.raises(ValueError, match="shape"):
+        gradient_line_search(model, x, y[:3])
+    with pytest.raises(ValueError, match="output"):
+        gradient_line_search(net, x, y, output="softmax")

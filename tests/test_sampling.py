@@ -1,0 +1,62 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+from scipy import stats
+
+from perturbscope.sampling import gaussian, make_generator, uniform_ball, uniform_cube, uniform_sphere
+
+
+@pytest.mark.parametrize("d", [1, 3, 50, 2352])
+def test_ball_radius_law_ks(d):
+    z = uniform_ball(4000, d, radius=2.5, seed=1, dtype=torch.float64)
+    r = z.norm(dim=1).numpy() / 2.5
+    assert r.max() <= 1 + 1e-12
+    # (||z|| / R)^d is uniform on [0, 1] exactly when the radius law is right
+    p = stats.kstest(r**d, "uniform").pvalue
+    assert p > 1e-3
+
+
+def test_ball_radius_law_rejects_wrong_law():
+    # the same KS check must fail for the naive (wrong) law R * U
+    d = 50
+    g = torch.randn(4000, d, generator=make_generator(2), dtype=torch.float64)
+    wrong = g / g.norm(dim=1, keepdim=True) * torch.rand(4000, 1, dtype=torch.float64)
+    assert stats.kstest(wrong.norm(dim=1).numpy() ** d, "uniform").pvalue < 1e-6
+
+
+def test_ball_isotropy():
+    d, n = 20, 20000
+    z = uniform_ball(n, (d,), seed=3, dtype=torch.float64)
+    unit = z / z.norm(dim=1, keepdim=True)
+    # mean of unit directions: each coordinate has sd 1/sqrt(d n)
+    assert unit.mean(0).abs().max().item() < 5 / math.sqrt(d * n)
+    # second moment E[u u^T] = I / d
+    cov = (unit.T @ unit / n).numpy()
+    assert np.abs(cov - np.eye(d) / d).max() < 6 / (d * math.sqrt(n))
+    # first coordinate of a uniform-ball point: u_1^2 ~ Beta(1/2, (d+1)/2)
+    assert stats.kstest(z[:, 0].numpy() ** 2, stats.beta(0.5, (d + 1) / 2).cdf).pvalue > 1e-3
+
+
+def test_shapes_seeds_and_dtypes():
+    a = uniform_ball(5, (3, 4, 4), seed=7)
+    b = uniform_ball(5, (3, 4, 4), seed=7)
+    assert a.shape == (5, 3, 4, 4) and a.dtype == torch.float32
+    assert torch.equal(a, b)
+    assert not torch.equal(a, uniform_ball(5, (3, 4, 4), seed=8))
+    s = uniform_sphere(100, 10, radius=3.0, seed=0, dtype=torch.float64)
+    assert torch.allclose(s.norm(dim=1), torch.full((100,), 3.0, dtype=torch.float64))
+    c = uniform_cube(1000, 6, half_width=0.2, seed=0)
+    assert c.abs().max() <= 0.2 and c.abs().max() > 0.19
+    g = gaussian(10000, 2, sigma=2.0, seed=0)
+    assert abs(g.std().item() - 2.0) < 0.05
+
+
+def test_sampler_errors():
+    with pytest.raises(ValueError, match="shape"):
+        uniform_ball(3, (0, 2))
+    with pytest.raises(ValueError, match="n"):
+        uniform_ball(-1, 3)
+    with pytest.raises(TypeError, match="seed"):
+        uniform_ball(3, 3, seed="x")
