@@ -55,7 +55,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {platform.processor() or platform.machine()}")
+    cpu = platform.processor() or platform.machine()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {cpu}")
     train = load_pair_task("fashion-mnist-subset", "train", 7, 8)
     test = load_pair_task("fashion-mnist-subset", "test", 7, 8)
     torch.manual_seed(0)

@@ -33,7 +33,10 @@ def plot_eps_vs_flip_rate(records: pd.DataFrame, alphas: Sequence[float], path: 
     ax0.set_xlabel(r"$\varepsilon_{adv}$: L2 norm of the smallest adversarial perturbation (pixels in [0,1])")
     ax0.set_ylabel("images")
     ax0.set_title("adversarial distance")
-    ax0.legend()
+    if len(att):
+        ax0.legend()
+    else:
+        ax0.text(0.5, 0.5, "no image was flipped by the attack", ha="center", transform=ax0.transAxes)
     fracs = [att[f"rand_frac_{alpha_key(a)}"].to_numpy() for a in alphas]
     positive = np.concatenate([f[f > 0] for f in fracs]) if len(att) else np.array([])
     floor = (positive.min() / 2) if positive.size else 1e-4

@@ -24,6 +24,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -57,7 +58,7 @@ _CODE_BY_KIND = {(dt.kind, dt.itemsize): code for code, dt in IDX_DTYPES.items()
 
 
 @contextmanager
-def atomic_output(target: str | os.PathLike) -> Iterator[tuple[Path, object]]:
+def atomic_output(target: str | os.PathLike) -> Iterator[tuple[Path, BinaryIO]]:
     """Write to a hidden temporary file next to ``target``; rename it into place on success.
 
     Yields ``(temporary path, binary file handle)``. If the block raises, the

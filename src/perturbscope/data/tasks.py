@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -22,7 +22,7 @@ __all__ = ["PairTask", "pair_task", "load_pair_task", "SOURCES"]
 SOURCES: tuple[str, ...] = ("fashion-mnist", "fashion-mnist-subset", "digits")
 
 
-@dataclass(frozen=True)
+@dataclass
 class PairTask:
     """A binary task built from two classes of a labelled image set.
 
@@ -52,6 +52,10 @@ class PairTask:
     def dim(self) -> int:
         """Input dimension d = C * H * W (the d of the d-ball in the random probe)."""
         return int(np.prod(self.x.shape[1:]))
+
+    def to(self, device: torch.device | str) -> PairTask:
+        """A copy with ``x`` and ``y`` on ``device`` (metadata shared)."""
+        return replace(self, x=self.x.to(device), y=self.y.to(device))
 
     def class_counts(self) -> tuple[int, int]:
         """Number of images labelled 0 and 1."""
