@@ -11,7 +11,7 @@ DEMO_OUT ?= demo-output
 $(STAMP): pyproject.toml requirements/torch.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements/torch.txt
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,ray]'
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -96,7 +96,8 @@ def test_category_2_each_input_its_own_direction():
     assert res.category == 2, res.reason
     assert res.attack.rate == 1.0
     assert res.universal.rate < 0.3
-    assert "differ from input to input" in res.reason
+    assert "no single direction serves most inputs" in res.reason
+    assert "two-class model" in res.reason  # the binary ceiling is named
 
 
 def test_category_3_shared_weak_direction():
@@ -155,7 +156,15 @@ def test_decide_indeterminate_between_1_and_2():
     half = RateEstimate.of(15, 30, 0.95)
     zero = RateEstimate.of(0, 30, 0.95)
     cat, label, reason = decide_category(half, zero, zero, CategoryThresholds(), eps=0.1)
-    assert cat is None and "1 or 2" in label and "neither holds" in reason
+    assert cat is None and "1 or 2" in label and "sits between the two" in reason
+    # 1 flip in 30: the interval straddles tau_1 = 5%, so more inputs could still prove "robust"
+    one = RateEstimate.of(1, 30, 0.95)
+    assert one.low < 0.05 < one.high
+    cat, label, reason = decide_category(one, zero, zero, CategoryThresholds(), eps=0.1)
+    assert cat is None and "neither holds" in reason and "More inputs" in reason
+    # the same single flip in 30 with a looser tau_1 = 0.2 is category 1
+    cat, _, _ = decide_category(one, zero, zero, CategoryThresholds(tau_1=0.2), eps=0.1)
+    assert cat == 1
 
 
 def test_bad_arguments():
@@ -168,3 +177,72 @@ def test_bad_arguments():
         categorize(model, x, 0.1, output="sigmoid", build_fraction=1.0)
     with pytest.raises(ValueError, match="p must be"):
         categorize(model, x, 0.1, output="sigmoid", p=1)
+
+
+# ---------------------------------------------------------------- CLI
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A small MLP pair model (Sneaker vs Bag) trained for a few epochs."""
+    from perturbscope.data import load_pair_task
+    from perturbscope.models.checkpoint import save_checkpoint
+    from perturbscope.models.pair_cnn import MLP
+    from perturbscope.train import TrainConfig, train_binary
+
+    task = load_pair_task("fashion-mnist-subset", "train", 7, 8, limit=120, seed=0)
+    torch.manual_seed(0)
+    model = MLP(task.x[0].numel(), hidden=(16,))
+    train_binary(model, task.x, task.y, TrainConfig(epochs=4, lr=0.05), progress=False)
+    return save_checkpoint(model, tmp_path_factory.mktemp("ckpt") / "mlp.pt", {"classes": [7, 8]})
+
+
+def _categorize_cli(ckpt, out, *extra):
+    from perturbscope.cli.main import main
+
+    return main(["categorize", "--checkpoint", str(ckpt), "--data", "fashion-mnist-subset",
+                 "--limit", "60", "--draws", "4", "--restarts", "1", "--max-passes", "2",
+                 "--no-progress", "--out", str(out), *extra])
+
+
+def test_cli_categorize_end_to_end(checkpoint, tmp_path, capsys):
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    out = tmp_path / "c"
+    assert _categorize_cli(checkpoint, out, "--eps", "3", "0.05", "--normals", "10") == 0
+    doc = json.loads((out / "categories.json").read_text())
+    results = doc["results"]
+    assert [r["eps"] for r in results] == [0.05, 3.0]  # sorted
+    for r in results:
+        assert r["category"] in (None, 1, 2, 3, 4) and len(r["reason"]) > 40
+        a, u, rr = (r[k]["rate"] for k in ("A_attack", "U_universal", "R_random"))
+        assert rr <= u <= a
+        for k in ("A_attack", "U_universal", "R_random"):
+            assert r[k]["low"] <= r[k]["rate"] <= r[k]["high"]
+        v = np.load(out / f"universal_eps{r['eps']:g}.npy")
+        assert np.linalg.norm(v) <= r["eps"] * (1 + 1e-5)
+        assert (out / f"universal_eps{r['eps']:g}.png").stat().st_size > 1000
+    # A grows with eps (same DeepFool norms, larger ball)
+    assert results[0]["A_attack"]["rate"] <= results[1]["A_attack"]["rate"]
+    records = pd.read_csv(out / "records.csv")
+    assert len(records) == sum(r["n_eval"] for r in results)
+    n_small = results[0]["n_eval"]
+    assert records["attacked"].iloc[:n_small].mean() == pytest.approx(results[0]["A_attack"]["rate"])
+    assert doc["boundary_normals"]["n_normals"] <= 10
+    assert (out / "categories.png").stat().st_size > 1000
+    assert (out / "singular_values.png").stat().st_size > 1000
+    text = capsys.readouterr().out
+    assert "eps = 0.05 (L2)" in text and "eps = 3 (L2)" in text
+
+
+@pytest.mark.parametrize("extra, match", [
+    (["--eps", "0"], "--eps"),
+    (["--eps", "0.1", "--delta-u", "1.5"], "delta_u"),
+    (["--eps", "0.1", "--build-fraction", "1"], "--build-fraction"),
+    (["--eps", "0.1", "--level", "1"], "--level"),
+    (["--eps", "0.1", "--draws", "0"], "--draws"),
+])
+def test_cli_categorize_bad_arguments(checkpoint, tmp_path, capsys, extra, match):
+    assert _categorize_cli(checkpoint, tmp_path / "bad", *extra) == 2
+    assert match in capsys.readouterr().err

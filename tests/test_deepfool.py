@@ -129,6 +129,24 @@ def test_bounds_clip_iterates():
     assert (xa >= 0).all() and (xa <= 1).all()
 
 
+def test_bounds_box_aware_step_is_exact_where_clipping_stalls():
+    # z = 5 x1 + x2 - 0.3; x = (0, 0.5): z = 0.2 (class 1). The unconstrained step points mostly
+    # along -x1, which the box [0, 1] forbids; the nearest boundary point inside the box is
+    # (0, 0.3), at distance exactly 0.2 along -x2.
+    lin = LinearBinary(torch.tensor([5.0, 1.0], dtype=torch.float64), bias=-0.3)
+    x = torch.tensor([[0.0, 0.5], [0.0, 0.6]], dtype=torch.float64)
+    res = deepfool(lin, x, output="sigmoid", bounds=(0.0, 1.0), max_iter=3)
+    assert res.success.all() and (res.iterations == 1).all()
+    z = torch.tensor([0.2, 0.3], dtype=torch.float64)
+    expected = torch.stack([torch.zeros(2, dtype=torch.float64), -1.02 * (z + STEP_EPS)], 1)
+    torch.testing.assert_close(res.perturbation, expected, rtol=1e-9, atol=1e-12)
+    # without the box the step is the free-space projection, leaving the box
+    free = deepfool(lin, x, output="sigmoid", max_iter=3)
+    assert (x + free.perturbation)[:, 0].lt(0).all()
+    with pytest.raises(ValueError, match="bounds"):
+        deepfool(lin, x, output="sigmoid", bounds=(1.0, 0.0))
+
+
 def test_iteration_cap_reports_failure():
     class Far(nn.Module):  # margin exp(s): Newton steps on it never reach zero
         def forward(self, x):

@@ -48,11 +48,22 @@ class AuditConfig:
     refine_tol: float | None = None
     batch_size: int = 256
     bounds: tuple[float, float] = (0.0, 1.0)
+    #: eps_adv the probe is scaled by: "line-search" (paper), "min-norm" or "best" (of line search,
+    #: DeepFool, min-norm; perturbscope.attacks.best); lower_bound: certified eps_lower per image
+    attack: str = "line-search"
+    lower_bound: bool = False
+    #: also estimate the flip probability per image and alpha (perturbscope.measure.rare_event)
+    rare_event: bool = False
+    rare_event_budget: int = 2000
+    rare_event_method: str = "splitting"
 
     def to_dict(self) -> dict[str, Any]:
         return {"alphas": list(self.alphas), "draws": self.draws, "seed": self.seed,
                 "s_max": self.s_max, "steps": self.steps, "refine_tol": self.refine_tol,
-                "batch_size": self.batch_size, "bounds": list(self.bounds)}
+                "batch_size": self.batch_size, "bounds": list(self.bounds),
+                "attack": self.attack, "lower_bound": self.lower_bound,
+                "rare_event": self.rare_event, "rare_event_budget": self.rare_event_budget,
+                "rare_event_method": self.rare_event_method}
 
 
 @dataclass
@@ -140,6 +151,8 @@ def audit(
     """
     cfg = config or AuditConfig()
     check_bounds(cfg.bounds)
+    if cfg.attack not in ("line-search", "min-norm", "best"):
+        raise ValueError(f"attack must be 'line-search', 'min-norm' or 'best', got {cfg.attack!r}")
     output = resolve_output(model, output)
     check_images(x, cfg.bounds)
     y = check_labels(y, x.shape[0]).cpu()
@@ -151,18 +164,26 @@ def audit(
     nan = np.full(n, np.nan)
     eps_l2, eps_l1, eps_linf = nan.copy(), nan.copy(), nan.copy()
     adv = np.zeros(n, dtype=bool)
+    attack_won, eps_lower = np.full(n, "", dtype=object), nan.copy()
     forwards = n
     if eps is None:
         if len(idx_c):
-            res = gradient_line_search(model, x[idx_c], y[idx_c], output=output, s_max=cfg.s_max,
-                                       steps=cfg.steps, refine_tol=cfg.refine_tol,
-                                       batch_size=cfg.batch_size, bounds=cfg.bounds)
+            won: Any = "line-search"
+            if cfg.attack != "line-search":  # min-norm attack or the best of several
+                from perturbscope.attacks.best import attack_for_audit
+
+                res, won = attack_for_audit(model, x[idx_c], y[idx_c], output, cfg)
+            else:
+                res = gradient_line_search(model, x[idx_c], y[idx_c], output=output, s_max=cfg.s_max,
+                                           steps=cfg.steps, refine_tol=cfg.refine_tol,
+                                           batch_size=cfg.batch_size, bounds=cfg.bounds)
             forwards += res.forwards
             ic = idx_c.numpy()
+            attack_won[ic] = np.where(res.success.cpu().numpy(), won, "")
             adv[ic] = res.success.cpu().numpy()
             eps_l2[ic], eps_l1[ic], eps_linf[ic] = (t.cpu().numpy() for t in
                                                     (res.eps_l2, res.eps_l1, res.eps_linf))
-        source = "line_search"
+        source = cfg.attack.replace("-", "_")
     else:
         e = torch.as_tensor(eps, dtype=torch.float64).reshape(-1).cpu().numpy()
         if e.shape[0] != n:
@@ -172,6 +193,11 @@ def audit(
         eps_l2[ok] = e[ok]
         source = "given"
 
+    if cfg.lower_bound and len(idx_c):  # certified lower bound on each correct image's distance
+        from perturbscope.attacks.best import lower_bound_for_audit
+
+        eps_lower[idx_c.numpy()] = lower_bound_for_audit(model, x[idx_c], y[idx_c], output,
+                                                         eps_l2[idx_c.numpy()], cfg, progress)
     alphas = tuple(float(a) for a in cfg.alphas)
     cols: dict[str, np.ndarray] = {}
     ia = np.nonzero(adv)[0]
@@ -202,9 +228,21 @@ def audit(
     records = pd.DataFrame({
         "split": split, "index": np.arange(n), "label": y.numpy(), "pred": pred.numpy(),
         "correct": correct.numpy(), "adv_success": adv, "eps_l2": eps_l2, "eps_l1": eps_l1,
-        "eps_linf": eps_linf, "eps_source": source, **cols,
+        "eps_linf": eps_linf, "eps_source": source, "attack_won": attack_won, "eps_lower": eps_lower,
+        **cols,
     })
     summary = {split: summarize_records(records, alphas)}
+    if cfg.rare_event:  # flip probability per image and alpha, beside the probe's indicator
+        from perturbscope.measure.rare_event import rare_event_columns, summarize_rare_event
+
+        rare = rare_event_columns(model, x, pred, np.where(adv, eps_l2, np.nan), alphas,
+                                  output=output, budget=cfg.rare_event_budget, seed=cfg.seed,
+                                  method=cfg.rare_event_method,
+                                  probe_draws=cfg.draws, batch_size=cfg.batch_size,
+                                  bounds=cfg.bounds, progress=progress)
+        records = pd.concat([records, rare], axis=1)
+        forwards += int(rare["rare_forwards"].sum())
+        summary[split]["rare_event"] = summarize_rare_event(records, alphas)
     meta = {"output": output, "forwards": forwards, "input_shape": list(x.shape[1:])}
     return AuditResult(records, summary, cfg, meta)
 

@@ -11,7 +11,7 @@ uniform in the cube ``[-size, size]^d`` (``"cube"``) or in the L2 ball of radius
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch import nn
@@ -22,7 +22,8 @@ from perturbscope.progress import progress_bar
 from perturbscope.sampling import make_generator, uniform_ball, uniform_cube
 from perturbscope.validation import check_images, check_labels
 
-__all__ = ["TrainConfig", "TrainHistory", "train_binary", "train_pair_model", "matched_ball_radius"]
+__all__ = ["TrainConfig", "TrainHistory", "train_binary", "train_pair_model", "matched_ball_radius",
+           "is_collapsed"]
 
 NOISE_KINDS = (None, "cube", "ball")
 
@@ -56,6 +57,8 @@ class TrainHistory:
     loss: list[float] = field(default_factory=list)
     accuracy: list[float] = field(default_factory=list)
     lr: list[float] = field(default_factory=list)
+    seed: int | None = None
+    attempts: int = 1
 
 
 def matched_ball_radius(rho: float, d: int) -> float:
@@ -120,12 +123,40 @@ def train_binary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Tra
     return hist
 
 
+def is_collapsed(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 512) -> bool:
+    """True when ``model`` (eval mode) does no better on ``(x, y)`` than always answering one class.
+
+    MSE on a sigmoid can stall with the output saturated at one class (the gradient vanishes);
+    this is the test for that failure: training accuracy <= majority-class rate + 1 point.
+    """
+    from perturbscope.models.runtime import predict
+
+    pred = torch.cat([predict(model, x[i:i + batch], "sigmoid") for i in range(0, x.shape[0], batch)])
+    acc = float((pred.cpu() == y.cpu()).double().mean())
+    majority = max(float(y.double().mean()), 1.0 - float(y.double().mean()))
+    return acc <= majority + 0.01
+
+
 def train_pair_model(x: torch.Tensor, y: torch.Tensor, *, width: float = 1.0, deep: bool = False,
-                     dropout: float = 0.4, config: TrainConfig | None = None, progress: bool = True,
-                     device: str | torch.device = "cpu") -> tuple[PairCNN, TrainHistory]:
-    """Build the paper's :class:`PairCNN` (seeded init) and train it with :func:`train_binary`."""
+                     dropout: float = 0.4, init: str = "glorot", config: TrainConfig | None = None,
+                     progress: bool = True, device: str | torch.device = "cpu",
+                     restarts: int = 0) -> tuple[PairCNN, TrainHistory]:
+    """Build the paper's :class:`PairCNN` (seeded init) and train it with :func:`train_binary`.
+
+    With ``restarts > 0``, a run that collapses to a constant answer (:func:`is_collapsed`) is
+    retried from a new seed (``seed + 7919 * k``), at most ``restarts`` times; the history records
+    the seed that was kept and the number of attempts. The last attempt is returned either way.
+    """
     cfg = config or TrainConfig()
-    torch.manual_seed(cfg.seed)
-    model = PairCNN(in_channels=x.shape[1], width=width, deep=deep, dropout=dropout)
-    hist = train_binary(model, x, y, cfg, progress=progress, device=device)
+    if restarts < 0:
+        raise ValueError(f"restarts must be >= 0, got {restarts}")
+    for attempt in range(restarts + 1):
+        seed = cfg.seed + 7919 * attempt
+        run_cfg = replace(cfg, seed=seed)
+        torch.manual_seed(seed)
+        model = PairCNN(in_channels=x.shape[1], width=width, deep=deep, dropout=dropout, init=init)
+        hist = train_binary(model, x, y, run_cfg, progress=progress, device=device)
+        hist.seed, hist.attempts = seed, attempt + 1
+        if attempt == restarts or not is_collapsed(model, x.to(device), y):
+            break
     return model, hist

@@ -29,6 +29,7 @@ from torch import nn
 
 from perturbscope.models.outputs import check_output_kind, two_logits
 from perturbscope.models.runtime import eval_mode
+from perturbscope.validation import check_bounds
 
 __all__ = ["DeepFoolResult", "deepfool", "logits_function", "STEP_EPS"]
 
@@ -84,7 +85,7 @@ def logits_function(model: nn.Module | Callable, output: str) -> Callable[[torch
 
 
 def _validate(x: torch.Tensor, labels, norm: str, overshoot: float, max_iter: int,
-              num_classes: int, batch_size: int) -> None:
+              num_classes: int, batch_size: int, bounds) -> None:
     if not isinstance(x, torch.Tensor) or x.ndim < 2:
         raise ValueError(f"x must be a tensor of shape (N, *shape), got "
                          f"{getattr(x, 'shape', type(x))}")
@@ -106,6 +107,8 @@ def _validate(x: torch.Tensor, labels, norm: str, overshoot: float, max_iter: in
         raise ValueError(f"num_classes (candidate classes) must be an int >= 2, got {num_classes!r}")
     if not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
+    if bounds is not None:
+        check_bounds(bounds)
 
 
 def deepfool(
@@ -120,6 +123,7 @@ def deepfool(
     num_classes: int = 10,
     batch_size: int = 256,
     bounds: tuple[float, float] | None = None,
+    step_scale: float = 1.0,
 ) -> DeepFoolResult:
     """Minimal-norm DeepFool perturbations for a batch of inputs.
 
@@ -137,19 +141,32 @@ def deepfool(
         num_classes: candidate classes, the reference class plus the top ``num_classes - 1``
             other classes by clean logits (LTS4 reference: 10). Binary models use 2.
         batch_size: inputs processed together (memory bound; results do not depend on it).
-        bounds: optional ``(lo, hi)``; if given each iterate is clipped to it (as foolbox does).
+        bounds: optional ``(lo, hi)`` box of valid inputs. If given, the step ignores gradient
+            components that push a pixel already at a bound further out, ``x + r_total`` is
+            projected onto the box after every step, each linearisation point
+            ``x + (1 + overshoot) r_total`` is clipped to it, and ``x + perturbation`` lies in
+            the box. Without the first rule (foolbox's clipping) iterates can stall just short
+            of the boundary on images with many saturated pixels.
+        step_scale: fraction of the linearised step taken per iteration, in (0, 1]. 1 is
+            DeepFool as published (exact in one step on affine models). Smaller values take
+            more, shorter steps; on ReLU networks they often end at a markedly smaller
+            perturbation (benchmarks/bench_universal.py: median L2 -24% at 0.5) for about 4x
+            the iterations.
 
     Returns:
         :class:`DeepFoolResult`. Norms are on the flattened perturbation, in pixel units.
     """
-    _validate(x, labels, norm, overshoot, max_iter, num_classes, batch_size)
+    _validate(x, labels, norm, overshoot, max_iter, num_classes, batch_size, bounds)
+    if not (isinstance(step_scale, int | float) and 0 < step_scale <= 1):
+        raise ValueError(f"step_scale must be in (0, 1], got {step_scale!r}")
     f = logits_function(model, output)
     mode = eval_mode(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
     with mode:
         parts = [
             _deepfool_chunk(f, x[i:i + batch_size],
                             None if labels is None else labels[i:i + batch_size],
-                            norm, float(overshoot), max_iter, num_classes, bounds)
+                            norm, float(overshoot), max_iter, num_classes, bounds,
+                            float(step_scale))
             for i in range(0, x.shape[0], batch_size)
         ]
     if not parts:
@@ -171,7 +188,7 @@ def deepfool(
     )
 
 
-def _deepfool_chunk(f, x0, labels, norm, overshoot, max_iter, num_classes, bounds):
+def _deepfool_chunk(f, x0, labels, norm, overshoot, max_iter, num_classes, bounds, step_scale=1.0):
     n = x0.shape[0]
     shape = x0.shape[1:]
     x0 = x0.detach()
@@ -227,6 +244,14 @@ def _deepfool_chunk(f, x0, labels, norm, overshoot, max_iter, num_classes, bound
         if not keep.any():
             break
         idx, w, fd = idx[keep], w[keep], fd[keep]
+        if bounds is not None:
+            # box-aware step: a pixel already at a bound cannot move further out, so drop the
+            # gradient components that push it there and aim the linearised step with the rest
+            # (plain clipping loses those components every step and can stall just short of
+            # the boundary for dozens of iterations)
+            xk = xa.detach()[keep].reshape(idx.numel(), 1, -1)
+            blocked = ((xk <= bounds[0]) & (w < 0)) | ((xk >= bounds[1]) & (w > 0))
+            w = w.masked_fill(blocked, 0.0)
         dual = w.abs().sum(2) if norm == "linf" else w.norm(dim=2)  # ||w'_k||_q
         dist = fd.abs() / dual
         dist = torch.where(torch.isfinite(dist), dist, torch.full_like(dist, float("inf")))
@@ -238,13 +263,18 @@ def _deepfool_chunk(f, x0, labels, norm, overshoot, max_iter, num_classes, bound
             if idx.numel() == 0:
                 break
         wl = w[torch.arange(idx.numel(), device=w.device), best]  # (m, d)
-        step_len = (best_dist + STEP_EPS).view(-1, 1)
+        step_len = (step_scale * (best_dist + STEP_EPS)).view(-1, 1)
         if norm == "linf":
             r = step_len * wl.sign()
         else:
             r = step_len * wl / wl.norm(dim=1, keepdim=True)
         # f'_l < 0 (still class k0): moving along +w' raises f_l - f_k0 toward 0
         r_tot[idx] += r.reshape((idx.numel(), *shape)).to(r_tot.dtype)
+        if bounds is not None:
+            # keep the running total feasible (project x0 + r_tot onto the box): a component
+            # pushed past a bound is dropped instead of accumulating, so a later step that turns
+            # that pixel back acts at once (foolbox keeps the excess and can stall on it)
+            r_tot[idx] = (x0[idx] + r_tot[idx]).clamp(*bounds) - x0[idx]
         iterations[idx] += 1
 
     # final check at the returned point for rows still active after the last step

@@ -130,8 +130,12 @@ class UniversalResult:
     Attributes:
         perturbation: ``v``, shape of one input, ``||v||_p <= xi`` (pixel units).
         xi, p: the ball.
-        fooling_rate: fraction of the build set fooled by the final ``v``.
+        fooling_rate: fraction of the build set fooled by the returned ``v``.
         history: build-set fooling rate after each pass.
+        best_pass: the pass after which the returned ``v`` was taken (0: ``v = 0``). The ``v``
+            with the highest build-set rate over the passes (the latest among ties) is returned:
+            on binary tasks the two classes pull ``v`` in opposite directions and the rate can
+            swing from pass to pass.
         passes: passes made; ``converged``: the target ``1 - delta`` was reached.
         updates: accepted DeepFool updates; ``deepfool_calls``: DeepFool runs (rows).
         heldout_fooling_rate, heldout_ci, heldout_n: on ``x_eval`` when given.
@@ -152,6 +156,7 @@ class UniversalResult:
     heldout_n: int = 0
     seconds: float = 0.0
     mode: str = "sequential"
+    best_pass: int = 0
 
     @property
     def norms(self) -> dict[str, float]:
@@ -164,7 +169,8 @@ class UniversalResult:
         return {
             "xi": self.xi, "p": "inf" if self.p == math.inf else 2, "mode": self.mode,
             "fooling_rate_build": self.fooling_rate, "history": list(self.history),
-            "passes": self.passes, "converged": self.converged, "updates": self.updates,
+            "passes": self.passes, "best_pass": self.best_pass, "converged": self.converged,
+            "updates": self.updates,
             "deepfool_calls": self.deepfool_calls,
             "heldout_fooling_rate": self.heldout_fooling_rate,
             "heldout_ci": list(self.heldout_ci) if self.heldout_ci else None,
@@ -243,6 +249,7 @@ def universal_perturbation(
                            max_passes * n, enabled=progress) as advance:
         clean = predict(f, x, batch_size)
         rate = float((predict(f, _apply(x, v, bounds), batch_size) != clean).double().mean())
+        best_v, best_rate, best_pass = v, rate, 0
         while rate < 1 - delta and passes < max_passes:
             order = torch.randperm(n, generator=gen).to(x.device)
             for start in range(0, n, step):
@@ -264,15 +271,18 @@ def universal_perturbation(
             passes += 1
             rate = float((predict(f, _apply(x, v, bounds), batch_size) != clean).double().mean())
             history.append(rate)
+            if rate >= best_rate:  # ties: keep the later v
+                best_v, best_rate, best_pass = v, rate, passes
             if rate >= 1 - delta:
                 converged = True
                 advance((max_passes - passes) * n)
         if not history:  # already fooled enough with v = 0 (only possible with delta near 1)
             converged = rate >= 1 - delta
     seconds = time.perf_counter() - t0
-    result = UniversalResult(perturbation=v.detach(), xi=float(xi), p=p, fooling_rate=rate,
-                             history=history, passes=passes, converged=converged,
-                             updates=updates, deepfool_calls=calls, seconds=seconds, mode=mode)
+    result = UniversalResult(perturbation=best_v.detach(), xi=float(xi), p=p,
+                             fooling_rate=best_rate, history=history, passes=passes,
+                             converged=converged, updates=updates, deepfool_calls=calls,
+                             seconds=seconds, mode=mode, best_pass=best_pass)
     if x_eval is not None and x_eval.shape[0]:
         mask = fooling_mask(model, x_eval, result.perturbation, output=output, bounds=bounds,
                             batch_size=batch_size)

@@ -36,12 +36,35 @@ def add_audit_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--channels-last", action="store_true",
                    help="run conv models in the channels_last layout (faster on CPU)")
     g.add_argument("--parquet", action="store_true", help="also write records.parquet")
+    g.add_argument("--attack", choices=("line-search", "min-norm", "best"), default="line-search",
+                   help="eps_adv that scales the random probe: the paper's line search (default), our "
+                        "minimal-norm attack, or the best of line search, DeepFool and min-norm per image "
+                        "(column attack_won; docs/bounds.md)")
+    g.add_argument("--lower-bound", action="store_true",
+                   help="also compute a certified lower bound eps_lower on each correct image's L2 "
+                        "distance (linear relaxation; slow for CNNs, docs/bounds.md)")
+    g.add_argument("--rare-event", action="store_true",
+                   help="also estimate, per image and alpha, the probability that uniform noise flips "
+                        "the prediction (down to 1e-12 and below) and the draws needed to see one flip "
+                        "(columns p_hat_a*, p_lo_a*, p_hi_a*, draws_needed_a*; plot flip_probability.png)")
+    g.add_argument("--rare-event-budget", type=int, default=2000, metavar="F",
+                   help="forward passes per image and alpha for --rare-event (default: %(default)s; "
+                        "resolves p down to ~1e-10, below that an upper bound)")
+    g.add_argument("--rare-event-method", choices=("splitting", "is"), default="splitting",
+                   help="splitting: subset simulation, no assumption (default); is: importance "
+                        "sampling along the gradient, cheap at any p but reliable only for "
+                        "near-linear boundaries (docs/rare_event.md)")
 
 
 def audit_config(args: argparse.Namespace) -> AuditConfig:
     return AuditConfig(alphas=tuple(args.alphas), draws=args.draws, seed=args.probe_seed,
                        s_max=args.s_max, steps=args.steps, refine_tol=args.refine_tol,
-                       batch_size=args.forward_batch)
+                       batch_size=args.forward_batch,
+                       attack=getattr(args, "attack", "line-search"),
+                       lower_bound=getattr(args, "lower_bound", False),
+                       rare_event=getattr(args, "rare_event", False),
+                       rare_event_budget=getattr(args, "rare_event_budget", 2000),
+                       rare_event_method=getattr(args, "rare_event_method", "splitting"))
 
 
 def run_audit(model: torch.nn.Module, args: argparse.Namespace, classes: tuple[int, int], out: Path,
@@ -60,6 +83,13 @@ def run_audit(model: torch.nn.Module, args: argparse.Namespace, classes: tuple[i
                           memory_format=fmt)
     paths = result.save(out, parquet=args.parquet)
     plot = plot_eps_vs_flip_rate(result.records, cfg.alphas, out / "eps_vs_flip_rate.png", title=title)
+    if cfg.rare_event:
+        from perturbscope.measure.rare_event import plot_flip_probability, records_to_table
+
+        rare_plot = plot_flip_probability(records_to_table(result.records, cfg.alphas),
+                                          out / "flip_probability.png", title=title,
+                                          probe_draws=cfg.draws)
+        print(f"rare-event plot: {rare_plot}")
     print(result.table())
     print(f"\nrecords: {paths['records']}\nsummary: {paths['summary']}\nplot:    {plot}")
     return result

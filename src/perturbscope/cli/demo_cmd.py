@@ -15,9 +15,10 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     t0 = time.perf_counter()
     print(f"perturbscope demo: class {args.classes[0]} vs {args.classes[1]} on {args.data}, "
-          f"width {args.width}, {args.epochs} epochs, at most {args.limit} images per split, "
-          f"{args.draws} random draws (paper: width 1, 100 epochs, all images, 2000 draws)")
-    model, meta = fit(args, out / "model.pt")
+          f"width {args.width}, dropout {args.dropout}, {args.epochs} epochs on all training images, "
+          f"audit of at most {args.limit} images per split, {args.draws} random draws "
+          f"(paper: width 1, dropout 0.4, 100 epochs, all images, 2000 draws)")
+    model, meta = fit(args, out / "model.pt", train_limit=None)
     names = meta["class_names"]
     print(f"trained: accuracy train {meta['accuracy']['train']:.2f}%, test {meta['accuracy']['test']:.2f}%")
     run_audit(model, args, tuple(args.classes), out,

@@ -18,6 +18,15 @@ COMMAND_MODULES: tuple[str, ...] = (
     "perturbscope.cli.train_cmd",
     "perturbscope.cli.audit_cmd",
     "perturbscope.cli.demo_cmd",
+    "perturbscope.cli.universal_cmd",
+    "perturbscope.cli.categorize_cmd",
+    "perturbscope.cli.rare_cmd",
+    "perturbscope.cli.reproduce_cmd",
+    "perturbscope.cli.harmless_cmd",
+    "perturbscope.cli.noise_cmd",
+    "perturbscope.cli.report_cmd",
+    "perturbscope.cli.theory_cmd",
+    "perturbscope.cli.bounds_cmd",
 )
 
 

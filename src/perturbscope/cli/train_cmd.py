@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from perturbscope.cli.common import add_data_args, add_progress_arg, load_task
+from perturbscope.data import load_pair_task
 from perturbscope.models.checkpoint import save_checkpoint
 from perturbscope.models.runtime import predict
 from perturbscope.train import TrainConfig, train_pair_model
@@ -17,6 +18,14 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
                    help="channel multiplier of the paper's network; 1.0 = the paper's (default: %(default)s)")
     g.add_argument("--deep", action="store_true",
                    help="keep Conv-5/6 (the paper's CIFAR-10 network; Fashion-MNIST drops them)")
+    g.add_argument("--dropout", type=float, default=0.4,
+                   help="dropout after every conv layer, active in training only (paper: 0.4)")
+    g.add_argument("--init", choices=("glorot", "torch"), default="glorot",
+                   help="weight initialisation: Glorot-uniform as the paper's Keras code, or PyTorch's "
+                        "default (default: %(default)s)")
+    g.add_argument("--restarts", type=int, default=2,
+                   help="retrain from a new seed when training collapses to a constant answer, at most "
+                        "this many times (default: %(default)s)")
     g.add_argument("--epochs", type=int, default=10, help="training epochs (default: %(default)s)")
     g.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default: %(default)s)")
     g.add_argument("--batch-size", type=int, default=128, help="images per SGD step (default: %(default)s)")
@@ -32,16 +41,26 @@ def training_config(args: argparse.Namespace) -> TrainConfig:
                        noise=None if args.noise == "none" else args.noise, noise_size=args.noise_size)
 
 
-def fit(args: argparse.Namespace, out: Path):
-    """Train on the train split, save to ``out`` with the test accuracy; returns (model, meta)."""
-    train = load_task(args, "train")
+def fit(args: argparse.Namespace, out: Path, train_limit: int | None | str = "same"):
+    """Train on the train split, save to ``out`` with the test accuracy; returns (model, meta).
+
+    ``train_limit`` caps the training images (``"same"``: the ``--limit`` of the audit).
+    """
+    limit = args.limit if train_limit == "same" else train_limit
+    train = load_pair_task(args.data, "train", *args.classes, path=args.data_path, limit=limit,
+                           seed=args.data_seed)
     test = load_task(args, "test")
-    model, hist = train_pair_model(train.x, train.y, width=args.width, deep=args.deep,
-                                   config=training_config(args), progress=not args.no_progress)
+    model, hist = train_pair_model(train.x, train.y, width=args.width, deep=args.deep, dropout=args.dropout,
+                                   init=args.init, config=training_config(args),
+                                   progress=not args.no_progress, restarts=args.restarts)
+    if hist.attempts > 1:
+        print(f"training collapsed to a constant answer {hist.attempts - 1} time(s); "
+              f"kept the run with seed {hist.seed}")
     acc = {name: 100.0 * float((predict(model, t.x, "sigmoid") == t.y).double().mean())
            for name, t in (("train", train), ("test", test))}
     meta = {"data": args.data, "classes": list(train.classes), "class_names": list(train.class_names),
-            "limit": args.limit, "width": args.width, "deep": args.deep,
+            "limit": args.limit, "train_images": int(train.y.numel()), "dropout": args.dropout,
+            "init": args.init, "width": args.width, "deep": args.deep,
             "training": vars(training_config(args)), "history": vars(hist), "accuracy": acc}
     save_checkpoint(model, out, meta)
     return model, meta

@@ -146,9 +146,12 @@ class CategoryResult:
 
 
 def decide_category(attack: RateEstimate, universal: RateEstimate, random: RateEstimate,
-                    thresholds: CategoryThresholds, eps: float, level: float = 0.95
-                    ) -> tuple[int | None, str, str]:
-    """``(category, label, reason)`` from the three rates (first rule that holds)."""
+                    thresholds: CategoryThresholds, eps: float, level: float = 0.95,
+                    num_classes: int | None = None) -> tuple[int | None, str, str]:
+    """``(category, label, reason)`` from the three rates (first rule that holds).
+
+    ``num_classes=2`` adds to a category-2 reason that a two-class model caps ``U`` near the
+    share of one class (one vector pushes the two classes in opposite directions)."""
     t = thresholds
     pct = f"{100 * level:g}%"
     size = f"perturbations of size eps={eps:g}"
@@ -171,12 +174,22 @@ def decide_category(attack: RateEstimate, universal: RateEstimate, random: RateE
         return 2, CATEGORY_NAMES[2], (
             f"Each input has its own fooling perturbation of size eps={eps:g} "
             f"({attack.text()} of inputs, needed: lower bound >= {100 * (1 - t.delta_a):g}%), "
-            f"but the best single perturbation flips only {universal.text()}: the weak "
-            f"directions differ from input to input.{extra}")
+            f"but the best single perturbation flips only {universal.text()}: no single "
+            f"direction serves most inputs.{extra}"
+            + (" On a two-class model one vector pushes the two classes in opposite directions "
+               "across a shared boundary, so U stays near the share of one class (about 50% "
+               "on a balanced task) even when the boundaries are correlated."
+               if num_classes == 2 else ""))
     if attack.high <= t.tau_1:
         return 1, CATEGORY_NAMES[1], (
             f"Only {attack.text()} of inputs have any fooling perturbation of size eps={eps:g} "
             f"(needed: upper bound <= {100 * t.tau_1:g}%): no small perturbation fools it.")
+    if attack.low > t.tau_1:
+        return None, "indeterminate (1 or 2)", (
+            f"{attack.text()} of inputs can be flipped at eps={eps:g}: too many for category 1 "
+            f"(upper bound <= {100 * t.tau_1:g}%), too few for category 2 (lower bound >= "
+            f"{100 * (1 - t.delta_a):g}%). The model sits between the two at this eps: some "
+            f"inputs are within eps of a boundary, others are not.")
     return None, "indeterminate (1 or 2)", (
         f"{attack.text()} of inputs can be flipped at eps={eps:g}. Category 1 needs the upper "
         f"bound <= {100 * t.tau_1:g}% and category 2 the lower bound >= "
@@ -330,7 +343,10 @@ def _categorize_one(f, x_build, x_eval, df, df_norm, eps, p, draws, k_restarts, 
         u_est = RateEstimate.of(u_k, n_eval, level, method)
     best.heldout_ci = (u_est.low, u_est.high)
     rall_est = RateEstimate.of(int(r_all.sum()), n_eval, level, method)
-    category, label, reason = decide_category(a_est, u_est, r_est, thresholds, eps, level)
+    with torch.no_grad():
+        n_classes = int(f(x_eval[:1]).shape[1])
+    category, label, reason = decide_category(a_est, u_est, r_est, thresholds, eps, level,
+                                              num_classes=n_classes)
     records = pd.DataFrame({
         "deepfool_success": df.success.cpu().numpy(),
         "deepfool_norm": df_norm.detach().cpu().double().numpy(),

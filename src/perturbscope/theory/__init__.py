@@ -1,5 +1,18 @@
-"""Theory of the stability paradox: cap volumes, bounds, two-balls and half-balls models."""
+"""Theory of the stability paradox: cap volumes, bounds, exact values and Monte Carlo.
 
-from perturbscope.theory.caps import cap_fraction, log_cap_fraction
+Modules (spec: /work/shared/spec/stability-paradox.md; paper Sections 4-5):
 
-__all__ = ["cap_fraction", "log_cap_fraction"]
+- :mod:`~perturbscope.theory.caps`: exact cap fraction ``F_n(t)`` (linear and log space), Lemma 23.
+- :mod:`~perturbscope.theory.coordinate`: exact law of one coordinate of ``U(B_n)``; O(1) samplers.
+- :mod:`~perturbscope.theory.integrals`: log-space 1-D integrals against that law.
+- :mod:`~perturbscope.theory.single_point`: Theorem 1.
+- :mod:`~perturbscope.theory.two_balls`: Theorems 4, 5, 6, 8 (samplers, classifier, bounds, exact).
+- :mod:`~perturbscope.theory.half_balls`: Theorems 18, 19, 20.
+- :mod:`~perturbscope.theory.engines`, :mod:`~perturbscope.theory.montecarlo`: the two MC engines.
+- :mod:`~perturbscope.theory.gradient`: Theorem 7 checked with autograd.
+- :mod:`~perturbscope.theory.sweeps`, :mod:`~perturbscope.theory.plots`: tables and Figures 4 and 6.
+"""
+
+from perturbscope.theory.caps import cap_fraction, cap_fraction_array, log_cap_fraction
+
+__all__ = ["cap_fraction", "cap_fraction_array", "log_cap_fraction"]

@@ -11,10 +11,15 @@ For ``u`` uniform in the unit ball of ``R^n`` the first coordinate has
 centre in units of the radius: the fraction of ``B_n(r)`` with ``x_1 >= s`` is
 ``F_n(s / r)``; a cap of height ``h`` holds ``F_n(1 - h/r)`` of the ball.
 
-Log space: where ``F_n(t)`` underflows float64 (e.g. ``n = 150528, t = 0.1`` gives
-``3.1e-331``) the log is computed from the continued fraction of the regularised
-incomplete beta function (Numerical Recipes ``betacf``) with its prefactor in logs,
-which is exact to ~1e-13 relative and vectorised.
+Log space: where ``F_n(t)`` is below 1e-280 (where float64 underflows,
+e.g. ``n = 150528, t = 0.1`` gives ``3.1e-331``) the log is computed from the continued
+fraction of the regularised incomplete beta function (Numerical Recipes ``betacf``) with
+its prefactor in logs. The prefactor is where precision is usually lost: ``t^2`` is formed
+exactly (Dekker two-product) and ``log B((n+1)/2, 1/2)`` from an asymptotic series of
+``log Gamma(a + 1/2) - log Gamma(a)`` instead of a difference of two huge ``gammaln``
+values (which loses ~1e-10 absolute at ``n = 10^6``). Measured against mpmath at 50
+digits (tests/test_theory_caps.py): relative error of ``log F_n`` below 1e-14 for
+``n`` up to ``10^7``.
 """
 
 from __future__ import annotations
@@ -31,10 +36,61 @@ __all__ = [
     "log_cap_fraction_array",
     "cap_bound",
     "log_cap_bound",
+    "log_gamma_half_ratio",
+    "log_coord_constant",
 ]
 
 # below this the float64 value of F_n is replaced by the log-space continued fraction
 _UNDERFLOW = 1e-280
+
+# Bernoulli-series coefficients of log Gamma(a + 1/2) - log Gamma(a) - log(a)/2 in odd powers 1/a^k:
+# (2^-k - 2) B_{k+1} / (k (k+1)), k = 1, 3, 5, 7, 9, 11
+_HALF_RATIO_SERIES = (-1.0 / 8.0, 1.0 / 192.0, -1.0 / 640.0, 17.0 / 14336.0, -31.0 / 18432.0,
+                      691.0 / 180224.0)
+
+
+def log_gamma_half_ratio(a: float) -> float:
+    """``log Gamma(a + 1/2) - log Gamma(a)`` for ``a > 0``, to ~1 ulp also for huge ``a``.
+
+    ``gammaln(a + 0.5) - gammaln(a)`` cancels catastrophically for large ``a`` (absolute
+    error ~1e-16 * a log a); here a ratio of ``gamma`` values is used for ``a <= 30`` and the
+    asymptotic (Bernoulli) series, truncation error < 1e-18, above.
+    """
+    a = float(a)
+    if not a > 0:
+        raise ValueError(f"a must be > 0, got {a!r}")
+    if a <= 30.0:
+        return math.log(float(special.gamma(a + 0.5)) / float(special.gamma(a)))
+    inv = 1.0 / a
+    inv2 = inv * inv
+    acc = 0.0
+    for c in reversed(_HALF_RATIO_SERIES):
+        acc = acc * inv2 + c
+    return 0.5 * math.log(a) + acc * inv
+
+
+def log_coord_constant(n: int) -> float:
+    """``log c_n``, ``c_n = Gamma(n/2 + 1) / (sqrt(pi) Gamma((n+1)/2))``: the normaliser of ``f_n``."""
+    _check_n(n)
+    return log_gamma_half_ratio((n + 1) / 2.0) - 0.5 * math.log(math.pi)
+
+
+def _two_square(t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``t*t = hi + lo`` exactly (Dekker's two-product with Veltkamp splitting)."""
+    hi = t * t
+    c = 134217729.0 * t  # 2^27 + 1
+    th = c - (c - t)
+    tl = t - th
+    lo = ((th * th - hi) + 2.0 * th * tl) + tl * tl
+    return hi, lo
+
+
+def _log1m_square(t: np.ndarray) -> np.ndarray:
+    """``log(1 - t^2)`` with ``t^2`` taken exactly (error ~1 ulp of the result)."""
+    hi, lo = _two_square(t)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        corr = np.where(hi < 1.0, lo / (1.0 - hi), 0.0)
+        return np.log1p(-hi) - corr
 
 
 def _check_n(n: int) -> None:
@@ -62,7 +118,7 @@ def cap_fraction(t: float, n: int) -> float:
         return 0.0
     if t <= -1.0:
         return 1.0
-    upper = 0.5 * float(special.betaincc(0.5, (n + 1) / 2.0, t * t))
+    upper = float(_upper_tail(np.array([abs(t)]), n)[0])
     return upper if t >= 0 else 1.0 - upper
 
 
@@ -71,14 +127,28 @@ def cap_fraction_array(t: np.ndarray, n: int) -> np.ndarray:
     _check_n(n)
     t = _as_t(t)
     a = np.clip(np.abs(t), 0.0, 1.0)
-    upper = 0.5 * special.betaincc(0.5, (n + 1) / 2.0, a * a)
-    upper = np.where(a >= 1.0, 0.0, upper)
+    upper = _upper_tail(a, n)
     return np.where(t >= 0, upper, 1.0 - upper)
 
 
-def _log_betainc_cf(a: float, b: float, x: np.ndarray) -> np.ndarray:
-    """``log I_x(a, b)`` by the continued fraction; valid (fast) for ``x < (a+1)/(a+b+2)``."""
-    x = np.asarray(x, dtype=np.float64)
+def _upper_tail(a: np.ndarray, n: int) -> np.ndarray:
+    """``F_n(a)`` for ``a`` in ``[0, 1]``: ``1/2 betaincc(1/2, (n+1)/2, a^2)`` for ``a^2 < 1/2``, else
+    ``1/2 betainc((n+1)/2, 1/2, (1-a)(1+a))`` (no rounding of ``1 - a^2`` near ``a = 1``)."""
+    b = (n + 1) / 2.0
+    small = 0.5 * special.betaincc(0.5, b, a * a)
+    large = 0.5 * special.betainc(b, 0.5, (1.0 - a) * (1.0 + a))
+    out = np.where(a * a < 0.5, small, large)
+    return np.where(a >= 1.0, 0.0, out)
+
+
+def _log_cap_cf(t: np.ndarray, n: int) -> np.ndarray:
+    """``log F_n(t) = log(1/2 I_{1-t^2}((n+1)/2, 1/2))`` by the continued fraction, ``t`` in (0, 1).
+
+    Valid (fast) for ``x = 1 - t^2 < (a+1)/(a+b+2)``, i.e. where ``F_n(t)`` is small.
+    """
+    a, b = (n + 1) / 2.0, 0.5
+    t = np.asarray(t, dtype=np.float64)
+    x = (1.0 - t) * (1.0 + t)
     tiny = 1e-300
     qab, qap, qam = a + b, a + 1.0, a - 1.0
     c = np.ones_like(x)
@@ -107,11 +177,11 @@ def _log_betainc_cf(a: float, b: float, x: np.ndarray) -> np.ndarray:
         done |= np.abs(delta - 1.0) < 1e-15
         if done.all():
             break
+    # prefactor x^a (1-x)^b / (a B(a, b)) with B(a, 1/2) = sqrt(pi) Gamma(a) / Gamma(a + 1/2)
+    log_beta = 0.5 * math.log(math.pi) - log_gamma_half_ratio(a)
     with np.errstate(divide="ignore"):
-        log_front = (
-            a * np.log(x) + b * np.log1p(-x) - math.log(a) - special.betaln(a, b)
-        )
-    return log_front + np.log(h)
+        log_front = a * _log1m_square(t) + b * 2.0 * np.log(t) - math.log(a) - log_beta
+    return math.log(0.5) + log_front + np.log(h)
 
 
 def log_cap_fraction_array(t: np.ndarray, n: int) -> np.ndarray:
@@ -121,16 +191,18 @@ def log_cap_fraction_array(t: np.ndarray, n: int) -> np.ndarray:
     """
     _check_n(n)
     t = _as_t(t)
-    p = cap_fraction_array(t, n)
+    a = np.clip(np.abs(t), 0.0, 1.0)
+    upper = _upper_tail(a, n)
+    p = np.where(t >= 0, upper, 1.0 - upper)
     with np.errstate(divide="ignore"):
-        out = np.log(p)
-    small = (p < _UNDERFLOW) & (t < 1.0)
+        out = np.where(t >= 0, np.log(upper), np.log1p(-upper))
+    out = np.atleast_1d(out).astype(np.float64)
+    p = np.atleast_1d(p)
+    t = np.atleast_1d(t)
+    small = (p < _UNDERFLOW) & (t > 0.0) & (t < 1.0)
     if np.any(small):
-        ts = t[small]
-        # F_n(t) = 1/2 I_{1-t^2}((n+1)/2, 1/2); 1 - t^2 computed as (1-t)(1+t)
-        x = (1.0 - ts) * (1.0 + ts)
-        out[small] = math.log(0.5) + _log_betainc_cf((n + 1) / 2.0, 0.5, x)
-    return out
+        out[small] = _log_cap_cf(t[small], n)
+    return out.reshape(np.shape(upper))
 
 
 def log_cap_fraction(t: float, n: int) -> float:
@@ -158,7 +230,7 @@ def log_cap_bound(t: np.ndarray | float, n: int) -> np.ndarray | float:
     if np.any((arr < 0) | (arr > 1)):
         raise ValueError("t must lie in [0, 1] for Lemma 23 (cap no larger than a half-ball)")
     with np.errstate(divide="ignore"):
-        out = math.log(0.5) + 0.5 * n * np.log1p(-arr * arr)
+        out = math.log(0.5) + 0.5 * n * _log1m_square(arr)
     return float(out) if np.ndim(t) == 0 else out
 
 

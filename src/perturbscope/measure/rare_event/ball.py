@@ -68,15 +68,21 @@ def ball_points_given_s(
     Returns the points in ``u``'s dtype and device.
     """
     b, d = u.shape
+    # g Gaussian; its part orthogonal to u has norm sqrt(|g|^2 - <g,u>^2). The point is
+    # along * u + rho * g_perp / |g_perp| = c g + (along - c <g,u>) u with c = rho / |g_perp|,
+    # written in two fused passes over the (B, d) block (this is the hot path in large d).
     g = torch.randn((b, d), generator=generator, dtype=u.dtype, device=u.device)
-    g = g - (g * u).sum(1, keepdim=True) * u
-    g = g / g.norm(dim=1, keepdim=True).clamp_min(torch.finfo(u.dtype).tiny)
+    gu = (g * u).sum(1).to(torch.float64)
+    gg = torch.linalg.vector_norm(g, dim=1).to(torch.float64).square()
+    perp = (gg - gu * gu).clamp_min(torch.finfo(torch.float64).tiny).sqrt()
     v = torch.rand((b,), generator=generator, dtype=torch.float64, device=u.device)
     s64 = s.to(torch.float64)
     r64 = radius.to(torch.float64)
     rho = r64 * torch.sqrt((1.0 - s64 * s64).clamp_min(0.0)) * v.pow(1.0 / max(d - 1, 1))
-    along = (s64 * r64).to(u.dtype).unsqueeze(1)
-    return along * u + rho.to(u.dtype).unsqueeze(1) * g
+    c = rho / perp
+    coef = s64 * r64 - c * gu
+    g.mul_(c.to(u.dtype).unsqueeze(1))
+    return g.addcmul_(coef.to(u.dtype).unsqueeze(1), u)
 
 
 def log10(x: float) -> float:

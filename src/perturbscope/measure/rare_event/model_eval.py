@@ -113,3 +113,48 @@ def crossing_along(f: MarginFn, x: torch.Tensor, ref: torch.Tensor, u: torch.Ten
         lo[act] = torch.where(fl, lo[act], mid)
     t = torch.where(found, hi, torch.full_like(hi, float("inf")))
     return t, forwards
+
+
+def pgd_flip_direction(f: MarginFn, x: torch.Tensor, ref: torch.Tensor, t_max: torch.Tensor,
+                       steps: int = 30, batch_size: int = 256) -> tuple[torch.Tensor, int]:
+    """Directions ``(N, d)`` towards a flip found by L2 projected gradient descent on the margin.
+
+    Normalised-gradient steps of size ``t_max / 8`` (halved every ``steps / 3`` steps),
+    projected on the ball ``||zeta|| <= t_max``; an image stops at its first flipping iterate.
+    Rows with no flip found are zero. Returns ``(u, gradients)``; used when no flip lies along
+    the gradient at ``x`` within the radius (a boundary reached only along a curved path).
+    """
+    n = x.shape[0]
+    shape = x.shape[1:]
+    zeta = torch.zeros((n, x[0].numel()), dtype=x.dtype, device=x.device)
+    found = torch.zeros(n, dtype=torch.bool, device=x.device)
+    tm = t_max.to(torch.float64)
+    step = tm / 8.0
+    grads = 0
+    for k in range(steps):
+        act = (~found).nonzero()[:, 0]
+        if act.numel() == 0:
+            break
+        if k and k % max(steps // 3, 1) == 0:
+            step = step / 2.0
+        xa = x[act] + zeta[act].reshape(-1, *shape)
+        g, _, m = margin_direction(f, xa, ref[act], batch_size)
+        grads += act.numel()
+        found[act] = m <= 0
+        move = act[m > 0]
+        if move.numel() == 0:
+            continue
+        gm = g[m > 0].double()
+        z = zeta[move].double() + step[move].unsqueeze(1) * gm
+        norm = z.norm(dim=1)
+        z = z * torch.clamp(tm[move] / norm.clamp_min(1e-300), max=1.0).unsqueeze(1)
+        zeta[move] = z.to(x.dtype)
+    if (~found).any():  # the last iterate was never evaluated for a flip
+        act = (~found).nonzero()[:, 0]
+        with torch.inference_mode():
+            _, flip = f(x[act] + zeta[act].reshape(-1, *shape), ref[act])
+        found[act] = flip
+    zn = zeta.double().norm(dim=1, keepdim=True)
+    u = torch.where(found.unsqueeze(1) & (zn > 0), zeta.double() / zn.clamp_min(1e-300),
+                    torch.zeros_like(zn))
+    return u.to(x.dtype), grads

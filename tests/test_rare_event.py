@@ -1,0 +1,280 @@
+"""Rare-event flip-probability estimator: exact linear / two-balls truths, a nonlinear toy checked
+by plain sampling, the audit columns, the CLI and input errors.
+
+Truths are the exact cap fraction F_d(dist / r) of perturbscope.theory.caps (an independent
+formula: the estimator only sees the model's outputs). Coverage criteria are stated per test;
+with 95% intervals the expected coverage is 95%, so ">= 8 of 10" fails only if the interval
+is too narrow or the estimate biased.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy.optimize import brentq
+
+from perturbscope.audit import AuditConfig, audit
+from perturbscope.cli.main import main
+from perturbscope.measure.rare_event import (
+    estimate_flip_probability,
+    flip_probability_table,
+    plot_flip_probability,
+    rare_event_columns,
+    records_to_table,
+)
+from perturbscope.models.pair_cnn import MLP, LinearBinary
+from perturbscope.sampling import uniform_ball
+from perturbscope.theory.caps import cap_fraction_array, log_cap_fraction
+
+LOG10_PS = (-2.0, -4.0, -6.0, -9.0, -12.0)
+
+
+def _radius_for(log10_p: float, d: int, dist: float) -> float:
+    """Radius with exact flip probability F_d(dist / r) = 10**log10_p (theory.caps)."""
+    t = brentq(lambda t: log_cap_fraction(t, d) / math.log(10) - log10_p, 1e-12, 1 - 1e-15,
+               xtol=1e-15)
+    return dist / t
+
+
+def _linear(d: int, dist: float, seed: int, dtype=torch.float64, shape=None):
+    """Linear model, an input at L2 distance ``dist`` from its boundary (class 0), the normal."""
+    gen = torch.Generator().manual_seed(seed)
+    w = torch.randn(d, generator=gen, dtype=torch.float64)
+    x0 = 0.25 + 0.5 * torch.rand(d, generator=gen, dtype=torch.float64)
+    model = LinearBinary(w, bias=-(float(x0 @ w) + dist * float(w.norm())))
+    x = x0.to(dtype).reshape(shape or (d,))
+    return model, x, w / w.norm(), gen
+
+
+def _tilted(normal: torch.Tensor, cos: float, gen: torch.Generator) -> torch.Tensor:
+    v = torch.randn(normal.shape, generator=gen, dtype=torch.float64)
+    v -= (v @ normal) * normal
+    return cos * normal + math.sqrt(1 - cos * cos) * v / v.norm()
+
+
+def _coverage(res, truth_log10: np.ndarray) -> np.ndarray:
+    return (res.log10_ci_low <= truth_log10) & (truth_log10 <= res.log10_ci_high)
+
+
+@pytest.mark.parametrize("d", [100, 2352])
+@pytest.mark.parametrize("cos", [1.0, 0.8])
+def test_linear_model_interval_covers_exact_p_from_1e_2_to_1e_12(d, cos):
+    """10 seeds x 5 probabilities; each p: >= 8 of 10 intervals cover; all: >= 90%; rel. error.
+
+    ``cos < 1`` starts the sampler from a direction 37 degrees off the normal (it must find
+    the normal itself). The seeds are 10 copies of the input (independent draws).
+    """
+    reps, dist = 10, 0.5
+    model, x0, normal, gen = _linear(d, dist, seed=d, dtype=torch.float32)
+    radii = torch.tensor([_radius_for(lp, d, dist) for lp in LOG10_PS]).repeat_interleave(reps)
+    x = x0.repeat(len(radii), 1)
+    direction = _tilted(normal, cos, gen).repeat(len(radii), 1) if cos < 1 else None
+    res = estimate_flip_probability(model, x, None, radii, direction=direction, refine_steps=2,
+                                    method="is", budget=300, seed=1, bounds=None)
+    truth = np.repeat(np.array(LOG10_PS), reps)
+    cov = _coverage(res, truth).reshape(len(LOG10_PS), reps)
+    assert cov.sum(1).min() >= 8, cov.sum(1)
+    assert cov.mean() >= 0.9
+    rel = np.abs(10 ** (res.log10_p_hat - truth) - 1)
+    assert np.median(rel) < 0.25
+    assert (res.forwards <= 300 + 200).all()  # draws + direction search
+    # the first-order (plane) estimate is exact for a linear model, up to the bisection's
+    # resolution of the crossing (radius / 32 / 2^12)
+    np.testing.assert_allclose(res.plane_distance, dist, rtol=2e-4)
+    np.testing.assert_allclose(res.log10_first_order_p, truth, atol=2e-3)
+
+
+def test_linear_model_imagenet_dimension():
+    """d = 150528 (3x224x224, float32 inputs): p = 1e-2, 1e-6, 1e-12, 3 seeds each, >= 8 of 9,
+    120 draws per estimate."""
+    d, dist, reps = 150528, 0.5, 3
+    model, x0, normal, _ = _linear(d, dist, seed=5, dtype=torch.float32, shape=(3, 224, 224))
+    lps = (-2.0, -6.0, -12.0)
+    radii = torch.tensor([_radius_for(lp, d, dist) for lp in lps]).repeat_interleave(reps)
+    x = x0.unsqueeze(0).repeat(len(radii), 1, 1, 1)
+    # direction and crossing given (the search is tested in d = 2352): time goes to sampling
+    res = estimate_flip_probability(model, x, None, radii, eps_adv=torch.full((len(radii),), dist),
+                                    direction=normal.float().reshape(1, 3, 224, 224).expand_as(x),
+                                    method="is", budget=120, seed=2, batch_size=60)
+    cov = _coverage(res, np.repeat(np.array(lps), reps))
+    assert cov.sum() >= 8, (res.log10_p_hat, res.log10_ci_low, res.log10_ci_high)
+
+
+def test_two_balls_model():
+    """Paper's two-balls model, n = 1000, eps = 0.1: f(x) = 1[x_1 >= 0]; a point x of class 1
+    flips with probability exactly F_n(x_1 / r). 8 points x 3 radii: >= 21 of 24 cover."""
+    n, eps = 1000, 0.1
+    pts = uniform_ball(12, n, 1.0, seed=4, dtype=torch.float64)
+    pts[:, 0] += eps
+    pts = pts[pts[:, 0] > 0][:8]
+    e1 = torch.zeros(n, dtype=torch.float64)
+    e1[0] = 1.0
+    model = LinearBinary(e1, bias=0.0, scale=50.0)  # smooth version H_s(x_1) of the classifier
+    radii = (0.5, 1.0, 2.0)
+    x = pts.repeat_interleave(len(radii), 0)
+    r = torch.tensor(radii, dtype=torch.float64).repeat(len(pts))
+    truth = np.array([log_cap_fraction(float(a) / float(b), n) for a, b in zip(x[:, 0], r, strict=True)])
+    truth /= math.log(10)
+    assert truth.min() < -6 and truth.max() > -2  # the range tested
+    res = estimate_flip_probability(model, x, torch.ones(len(x), dtype=torch.long), r,
+                                    method="is", budget=300, seed=3, bounds=None)
+    assert _coverage(res, truth).sum() >= 21
+
+
+def _toy_mlp():
+    torch.manual_seed(3)
+    model = MLP(200, hidden=(32,)).double().eval()
+    x = torch.rand((1, 200), generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    return model, x
+
+
+def test_nonlinear_mlp_agrees_with_plain_sampling():
+    """Random ReLU MLP, d = 200, r = 1.2 (p ~ 4e-3, strongly non-linear: the plane estimate is
+    3x off). Plain sampling with 2e5 draws (~800 flips) is the reference; both methods, two
+    seeds each, must have intervals overlapping the plain 99.9% interval and lie within 2x."""
+    model, x = _toy_mlp()
+    r = 1.2
+    zeta = uniform_ball(200_000, 200, r, seed=11, dtype=torch.float64)
+    with torch.no_grad():
+        ref = int(model.logit(x).item() >= 0)
+        flips = ((model.logit(x + zeta) >= 0).long() != ref).double()
+    p_plain = flips.mean().item()
+    half = 3.3 * math.sqrt(p_plain * (1 - p_plain) / flips.numel())
+    assert 1e-3 < p_plain < 1e-2
+    for method, budget in (("is", 1000), ("splitting", 1500)):
+        for seed in (0, 1):
+            res = estimate_flip_probability(model, x, None, r, method=method, budget=budget,
+                                            seed=seed, bounds=None)
+            assert res.ci_low[0] <= p_plain + half and res.ci_high[0] >= p_plain - half, (
+                method, seed, res.p_hat, res.ci_low, res.ci_high, p_plain)
+            assert 0.5 < res.p_hat[0] / p_plain < 2.0
+            assert res.forwards[0] <= budget + 200
+
+
+def test_splitting_covers_exact_linear_p():
+    """Subset simulation (no direction used) on the linear model, d = 100: p = 1e-3 and 1e-8,
+    5 seeds each: >= 8 of 10 intervals cover."""
+    d, dist, reps = 100, 0.5, 5
+    model, x0, _, _ = _linear(d, dist, seed=9)
+    lps = (-3.0, -8.0)
+    radii = torch.tensor([_radius_for(lp, d, dist) for lp in lps]).repeat_interleave(reps)
+    res = estimate_flip_probability(model, x0.repeat(len(radii), 1), None, radii,
+                                    method="splitting", n_per_level=500, budget=5000, seed=4,
+                                    bounds=None)
+    assert _coverage(res, np.repeat(np.array(lps), reps)).sum() >= 8
+
+
+def test_rare_event_columns_and_table(tmp_path):
+    d, dist = 100, 0.3
+    model, x0, _, _ = _linear(d, dist, seed=1)
+    x = x0.repeat(3, 1)
+    eps = torch.tensor([dist, float("nan"), dist], dtype=torch.float64)
+    alphas = (2.0, 5.0)
+    cols = rare_event_columns(model, x, None, eps, alphas, method="is", budget=300, seed=0,
+                              bounds=None)
+    assert len(cols) == 3
+    for key in ("a2", "a5"):
+        for prefix in ("p_hat", "p_lo", "p_hi", "draws_needed", "log10_p_hat", "p_first_order"):
+            assert f"{prefix}_{key}" in cols
+        assert np.isnan(cols[f"p_hat_{key}"][1]) and np.isnan(cols[f"draws_needed_{key}"][1])
+        np.testing.assert_allclose(cols[f"draws_needed_{key}"][[0, 2]],
+                                   1 / cols[f"p_hat_{key}"][[0, 2]])
+    truth = cap_fraction_array(np.array([1 / 2, 1 / 5]), d)  # F_d(dist / (alpha dist))
+    for j, key in enumerate(("a2", "a5")):
+        assert (cols[f"p_lo_{key}"][[0, 2]] <= truth[j]).all()
+        assert (cols[f"p_hi_{key}"][[0, 2]] >= truth[j]).all()
+    assert cols["rare_forwards"][1] == 0 and cols["rare_forwards"][0] > 0
+    tab = records_to_table(cols, alphas)
+    assert len(tab) == 4 and set(tab["alpha"]) == {2.0, 5.0}
+    path = plot_flip_probability(tab, tmp_path / "p.png")
+    assert path.stat().st_size > 1000
+    long = flip_probability_table(model, x, None, eps, alphas, budget=400, seed=0, bounds=None)
+    assert len(long) == 6 and long["p_hat"].isna().sum() == 2
+
+
+def test_audit_adds_rare_event_columns_and_summary():
+    d, dist = 100, 0.2
+    model, x0, _, _ = _linear(d, dist, seed=2)
+    x = x0.repeat(4, 1)
+    y = torch.zeros(4, dtype=torch.long)
+    cfg = AuditConfig(alphas=(1.0, 2.0, 5.0), draws=200, rare_event=True, s_max=1.0, steps=64)
+    res = audit(model, x, y, config=cfg, progress=False)
+    rec = res.records
+    for key in ("a1", "a2", "a5"):
+        assert {f"p_hat_{key}", f"p_lo_{key}", f"p_hi_{key}", f"draws_needed_{key}",
+                f"flips_{key}"} <= set(rec.columns)
+    # exact p with the line search's eps (an upper bound on dist): F_d(dist / (alpha eps))
+    eps = rec["eps_l2"].to_numpy()
+    truth = cap_fraction_array(dist / (2.0 * eps), d)
+    assert ((rec["p_lo_a2"] <= truth) & (truth <= rec["p_hi_a2"])).sum() >= 3
+    summ = res.summary["all"]["rare_event"]
+    assert set(summ["median_p"]) == {1.0, 2.0, 5.0}
+    assert summ["median_p"][5.0] > summ["median_p"][2.0]
+    assert summ["n_images"] == 4
+    assert res.config.to_dict()["rare_event"] is True
+    assert (rec["rare_forwards"] <= 3 * (2000 + 200)).all()
+    off = audit(model, x, y, config=AuditConfig(alphas=(2.0,), draws=50, s_max=1.0, steps=64),
+                progress=False)
+    assert "p_hat_a2" not in off.records and "rare_event" not in off.summary["all"]
+
+
+def test_cli_rare_event_linear(tmp_path, capsys):
+    rc = main(["rare-event", "--linear", "500", "--distance", "0.4", "--alphas", "2", "4",
+               "--method", "is", "--budget", "300", "--out", str(tmp_path), "--no-progress"])
+    assert rc == 0
+    tab = pd.read_csv(tmp_path / "flip_probability.csv")
+    assert len(tab) == 2
+    assert ((tab["log10_ci_low"] <= tab["log10_exact"])
+            & (tab["log10_exact"] <= tab["log10_ci_high"])).all()
+    assert (tmp_path / "flip_probability.png").exists()
+    assert "median over images" in capsys.readouterr().out
+
+
+def test_cli_bad_input_exit_code_2(capsys):
+    assert main(["rare-event", "--linear", "50", "--budget", "1", "--no-progress"]) == 2
+    assert main(["rare-event", "--linear", "50", "--alphas", "-1", "--no-progress"]) == 2
+    assert main(["rare-event", "--no-progress"]) == 2
+    assert "error" in capsys.readouterr().err
+
+
+def test_bad_input_errors():
+    model, x0, _, _ = _linear(20, 0.5, seed=0)
+    x = x0.repeat(2, 1)
+    with pytest.raises(ValueError, match="radius"):
+        estimate_flip_probability(model, x, None, -1.0, bounds=None)
+    with pytest.raises(ValueError, match="radius"):
+        estimate_flip_probability(model, x, None, [1.0, 2.0, 3.0], bounds=None)
+    with pytest.raises(ValueError, match="method"):
+        estimate_flip_probability(model, x, None, 1.0, method="mcmc", bounds=None)
+    with pytest.raises(ValueError, match="budget"):
+        estimate_flip_probability(model, x, None, 1.0, budget=1, bounds=None)
+    with pytest.raises(ValueError, match="level"):
+        estimate_flip_probability(model, x, None, 1.0, level=1.5, bounds=None)
+    with pytest.raises(ValueError, match="eps_adv"):
+        estimate_flip_probability(model, x, None, 1.0, eps_adv=[0.5], bounds=None)
+    with pytest.raises(ValueError, match="direction"):
+        estimate_flip_probability(model, x, None, 1.0, direction=torch.ones(2, 7), bounds=None)
+    with pytest.raises(ValueError):  # outside the declared [0, 1] bounds
+        estimate_flip_probability(model, x + 5.0, None, 1.0)
+    with pytest.raises(ValueError, match="alphas"):
+        flip_probability_table(model, x, None, [0.5, 0.5], alphas=(0.0,), bounds=None)
+    with pytest.raises(ValueError, match="budget"):
+        rare_event_columns(model, x, None, [0.5, 0.5], budget=0, bounds=None)
+    with pytest.raises(TypeError, match="unexpected"):
+        flip_probability_table(model, x, None, [0.5, 0.5], bounds=None, bogus=1)
+
+
+def test_wrong_eps_adv_is_rechecked():
+    """An eps_adv that does not flip along the direction (e.g. from another attack) is replaced
+    by a crossing search: the plane distance is still the exact one."""
+    d, dist = 100, 0.5
+    model, x0, _, _ = _linear(d, dist, seed=3)
+    res = estimate_flip_probability(model, x0.unsqueeze(0), None, 2.0, eps_adv=[0.2], method="is",
+                                    budget=100, bounds=None)
+    np.testing.assert_allclose(res.plane_distance, dist, rtol=1e-4)
+    np.testing.assert_allclose(res.log10_first_order_p,
+                               log_cap_fraction(dist / 2.0, d) / math.log(10), atol=1e-3)
