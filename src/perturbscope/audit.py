@@ -93,7 +93,7 @@ class AuditResult:
         doc = {"summary": _jsonable(self.summary), "config": self.config.to_dict(),
                "meta": _jsonable(self.meta)}
         _atomic_write(paths["summary"],
-                      lambda p: Path(p).write_text(json.dumps(doc, indent=2, allow_nan=True)))
+                      lambda p: Path(p).write_text(json.dumps(doc, indent=2, allow_nan=False)))
         return paths
 
 
@@ -114,7 +114,9 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, list | tuple):
         return [_jsonable(v) for v in obj]
     if isinstance(obj, np.generic):
-        return obj.item()
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None  # strict JSON: "undefined" (e.g. no image was flipped) is null, never NaN
     return obj
 
 

@@ -36,4 +36,4 @@ def register(sub) -> None:
     add_audit_args(p)
     p.add_argument("--out", default="demo-output", metavar="DIR", help="output folder (default: %(default)s)")
     add_progress_arg(p)
-    p.set_defaults(func=run, classes=[7, 8], limit=400, epochs=25, draws=500)
+    p.set_defaults(func=run, classes=[7, 8], limit=200, epochs=25, draws=500)

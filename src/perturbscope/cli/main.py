@@ -64,4 +64,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    # Run the package's copy of this module, so that commands raise the same UsageError class.
+    from perturbscope.cli.main import main as _main
+
+    sys.exit(_main())
