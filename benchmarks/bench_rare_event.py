@@ -9,7 +9,10 @@ p = 1e-6 (~1e8 for 10%). Here:
    no ``--checkpoint``): for each of ``--images`` test images, r is chosen (bisection on the
    radius) so that subset simulation gives p ~ 1e-6; the reference is the mean of all
    ``--seeds`` x 3 subset-simulation runs (weighted by draws per level); the relative RMSE of
-   the runs at each ``n_per_level`` (and of importance sampling) is measured against it.
+   the runs at each ``n_per_level`` (and of importance sampling) is measured against it;
+   then the tuning sweep of issue 7 below 1e4 forwards (p0 = 0.2 / N = 1000, p0 = 0.1 /
+   N = 1500, pCN acceptance targets 0.25 / 0.4 / 0.6) and the genealogy of the final flips
+   (distinct first-level draws they descend from).
 
 "forwards" counts every forward pass (sampling, crossing searches) plus every gradient
 (forward + backward) of the direction search, per estimate.
@@ -33,6 +36,9 @@ from perturbscope.theory.caps import log_cap_fraction
 
 BUDGETS = (50, 100, 200, 400, 800, 1600)
 SPLIT_N = (1000, 2000, 3000)
+# (p0, n_per_level) variants at < 1e4 forwards (the tuning sweep of issue 7)
+SPLIT_P0 = ((0.2, 1000), (0.1, 1500))
+ACCEPT = (0.25, 0.4, 0.6)  # pCN acceptance targets, subset_simulation called directly
 IS_BUDGETS = (400, 1600)
 
 
@@ -86,6 +92,29 @@ def _cnn(checkpoint: str | None):
     return model.eval()
 
 
+def _diagnose(model, x: torch.Tensor, r: float, p_ref: float, seeds: int, n: int = 1500) -> None:
+    """Acceptance-target sweep and genealogy of subset simulation (p0 = 0.1, N = ``n``)."""
+    from perturbscope.measure.rare_event.model_eval import margin_fn
+    from perturbscope.measure.rare_event.splitting import subset_simulation
+
+    f = margin_fn(model, "sigmoid")
+    with torch.no_grad():
+        ref = (model.logit(x) >= 0).long().reshape(-1)
+        img = torch.zeros(seeds, dtype=torch.long)
+        rad = torch.full((seeds,), r, dtype=torch.float64)
+        for acc in ACCEPT:
+            out = subset_simulation(f, x, ref, img, rad, n_per_level=n, p0=0.1, budget=40 * n,
+                                    generator=torch.Generator().manual_seed(int(acc * 100)),
+                                    accept_target=acc)
+            p = np.exp(out.log_p)
+            print(f"  splitting p0 = 0.1, N = {n}, pCN acceptance target {acc}: "
+                  f"{np.mean(out.forwards):.0f} forwards (sampling only), rel. RMSE "
+                  f"{np.sqrt(np.mean((p / p_ref - 1) ** 2)):.3f}, estimated {np.mean(out.rel_error):.2f}; "
+                  f"final flips descend from {np.median(out.lineages):.0f} (median; "
+                  f"{out.lineages.min()}-{out.lineages.max()}) of the {n} first-level draws, "
+                  f"{np.median(out.hits):.0f} flips", flush=True)
+
+
 def bench_cnn(checkpoint: str | None, images: int, seeds: int) -> None:
     from perturbscope.attacks.line_search import gradient_line_search
     from perturbscope.data import load_pair_task
@@ -125,6 +154,14 @@ def bench_cnn(checkpoint: str | None, images: int, seeds: int) -> None:
         fw = [float(np.mean(runs[n].forwards + runs[n].gradients)) for n in SPLIT_N]
         _report(f"PairCNN image {i}, splitting (p0 = 0.1), {seeds} seeds; rel. error estimated "
                 f"by the method: {', '.join(f'{e:.2f}' for e in est)}", SPLIT_N, rmse, fw)
+        for p0, n in SPLIT_P0:
+            res = estimate_flip_probability(model, xs, None, r, method="splitting", p0=p0,
+                                            n_per_level=n, budget=40 * n, seed=7 * n)
+            print(f"  splitting p0 = {p0}, N = {n}: {np.mean(res.forwards + res.gradients):.0f} "
+                  f"forwards, rel. RMSE {np.sqrt(np.mean((res.p_hat / p_ref - 1) ** 2)):.3f} "
+                  f"(mean / ref {np.mean(res.p_hat) / p_ref:.2f}, estimated {np.mean(res.rel_error):.2f})",
+                  flush=True)
+        _diagnose(model, x, r, p_ref, seeds)
         rmse, fw, mean = [], [], []
         for b in IS_BUDGETS:
             res = estimate_flip_probability(model, xs, None, r, method="is", budget=b, seed=b)

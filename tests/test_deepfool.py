@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -145,6 +147,56 @@ def test_bounds_box_aware_step_is_exact_where_clipping_stalls():
     assert (x + free.perturbation)[:, 0].lt(0).all()
     with pytest.raises(ValueError, match="bounds"):
         deepfool(lin, x, output="sigmoid", bounds=(1.0, 0.0))
+
+
+class _ExpRidge(nn.Module):
+    """Binary pre-sigmoid score z = exp(-u.x) - 1/2: convex along u, boundary at u.x = ln 2."""
+
+    def __init__(self, u: torch.Tensor) -> None:
+        super().__init__()
+        self.u = u
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.exp(-(x @ self.u)) - 0.5
+
+
+def _exp_ridge_recurrence(s0: float, backoff: float, overshoot: float = 0.02, max_iter: int = 50):
+    """DeepFool on z(s) = exp(-s) - 1/2 by hand: scalar total step rho along u, iterations."""
+    rho, iterations = 0.0, 0
+    for _ in range(max_iter):
+        s = s0 + (1 + overshoot) * rho
+        z = math.exp(-s) - 0.5
+        if z < 0:
+            break
+        if iterations == 1:
+            rho *= backoff
+        rho += z / math.exp(-s) + STEP_EPS  # |z| / |dz/ds| along the unit normal u
+        iterations += 1
+    return (1 + overshoot) * rho, iterations
+
+
+@pytest.mark.parametrize("backoff", [1.0, 0.5])
+def test_first_step_backoff_follows_the_rule_and_ends_past_the_boundary(backoff):
+    u = torch.tensor([0.6, 0.0, 0.8], dtype=torch.float64)
+    model = _ExpRidge(u)
+    s0 = torch.tensor([0.0, 0.2, 2.0], dtype=torch.float64)
+    x = s0[:, None] * u + torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)  # offsets along e2 _|_ u
+    labels = torch.ones(3, dtype=torch.long)  # row 2 (u.x = 2: z < 0) is already class 0
+    res = deepfool(model, x, output="logit", labels=labels, first_step_backoff=backoff)
+    for i in range(2):
+        length, its = _exp_ridge_recurrence(float(s0[i]), backoff)
+        assert its >= 2  # the first step does not flip: the rule is exercised
+        assert int(res.iterations[i]) == its
+        torch.testing.assert_close(res.perturbation[i], length * u, rtol=1e-9, atol=1e-12)
+        # past the boundary u.x = ln 2, and by less than the overshoot of the remaining distance
+        assert math.log(2) < float(s0[i]) + length < float(s0[i]) + 1.03 * (math.log(2) - float(s0[i]))
+    assert res.success[:2].all() and res.success[2] and res.iterations[2] == 0
+    assert (res.perturbation[2] == 0).all()
+    if backoff == 1.0:
+        other = deepfool(model, x[:2], output="logit", first_step_backoff=0.5)
+        assert not torch.allclose(other.perturbation, res.perturbation[:2])
+    with pytest.raises(ValueError, match="first_step_backoff"):
+        deepfool(model, x, output="logit", first_step_backoff=0.0)
 
 
 def test_iteration_cap_reports_failure():

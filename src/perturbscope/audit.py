@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import torch
 from torch import nn
 
 from perturbscope.attacks.line_search import gradient_line_search
+from perturbscope.fileio import atomic_write, atomic_write_text
 from perturbscope.measure.metrics import alpha_key, summarize_records
 from perturbscope.measure.random_probe import DEFAULT_ALPHAS, random_probe
 from perturbscope.models.runtime import predict, resolve_output
@@ -86,26 +86,14 @@ class AuditResult:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
         paths = {"records": out / "records.csv", "summary": out / "summary.json"}
-        _atomic_write(paths["records"], lambda p: self.records.to_csv(p, index=False))
+        atomic_write(paths["records"], lambda p: self.records.to_csv(p, index=False))
         if parquet:
             paths["parquet"] = out / "records.parquet"
-            _atomic_write(paths["parquet"], lambda p: self.records.to_parquet(p, index=False))
+            atomic_write(paths["parquet"], lambda p: self.records.to_parquet(p, index=False))
         doc = {"summary": _jsonable(self.summary), "config": self.config.to_dict(),
                "meta": _jsonable(self.meta)}
-        _atomic_write(paths["summary"],
-                      lambda p: Path(p).write_text(json.dumps(doc, indent=2, allow_nan=False)))
+        atomic_write_text(paths["summary"], json.dumps(doc, indent=2, allow_nan=False))
         return paths
-
-
-def _atomic_write(path: Path, write) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _jsonable(obj: Any) -> Any:

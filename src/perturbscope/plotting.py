@@ -13,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from perturbscope.fileio import atomic_savefig  # noqa: E402
 from perturbscope.measure.metrics import alpha_key  # noqa: E402
 
 __all__ = ["plot_eps_vs_flip_rate"]
@@ -55,8 +56,6 @@ def plot_eps_vs_flip_rate(records: pd.DataFrame, alphas: Sequence[float], path: 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
     return path

@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +16,9 @@ from perturbscope.attacks.best import ATTACKS, best_attack, format_comparison, s
 from perturbscope.audit import AuditConfig
 from perturbscope.cli.common import add_data_args, add_progress_arg, load_task
 from perturbscope.cli.main import UsageError
+from perturbscope.fileio import atomic_write, atomic_write_text
 from perturbscope.models.checkpoint import load_checkpoint
 from perturbscope.models.runtime import predict
-
-
-def _atomic_csv(df: pd.DataFrame, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def interval_table(index: np.ndarray, label: np.ndarray, best, lower: np.ndarray | None) -> pd.DataFrame:
@@ -98,13 +86,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
-        _atomic_csv(table, out / "intervals.csv")
+        atomic_write(out / "intervals.csv", lambda t: table.to_csv(t, index=False))
         summary = {"line-search": ls_res.summary["line-search"], "best": best_res.summary["best"],
                    "wins": won, "lower_bound": args.lower_bound, "seconds": best.seconds,
                    "config": cfg.to_dict()}
-        tmp = out / "bounds_summary.json.tmp"
-        tmp.write_text(json.dumps(summary, indent=2, default=str))
-        os.replace(tmp, out / "bounds_summary.json")
+        atomic_write_text(out / "bounds_summary.json", json.dumps(summary, indent=2, default=str))
         print(f"\nintervals: {out / 'intervals.csv'}\nsummary:   {out / 'bounds_summary.json'}")
     return 0
 

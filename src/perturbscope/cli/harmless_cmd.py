@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -23,15 +21,13 @@ import torch
 
 from perturbscope.cli.common import DATA_SOURCES, add_progress_arg, set_threads
 from perturbscope.cli.main import UsageError
+from perturbscope.fileio import atomic_savefig, atomic_write_text
 
 ARCHS = ("paircnn", "mlp", "patchcnn")
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(data, fh, indent=2, default=str)
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(data, indent=2, default=str))
 
 
 def _build_model(
@@ -79,10 +75,8 @@ def _samples_png(x: torch.Tensor, deltas: dict[float, torch.Tensor], path: Path)
             ax.set_xticks([])
             ax.set_yticks([])
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +19,7 @@ import torch
 
 from perturbscope.cli.common import add_data_args, add_progress_arg, load_task
 from perturbscope.cli.main import UsageError
+from perturbscope.fileio import atomic_write
 from perturbscope.measure.rare_event import (
     METHODS,
     flip_probability_table,
@@ -120,13 +119,7 @@ def run(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         if exact is not None:
             tab["log10_exact"] = exact
-        fd, tmp = tempfile.mkstemp(prefix="flip_probability.", suffix=".csv", dir=out)
-        os.close(fd)
-        try:
-            tab.to_csv(tmp, index=False)
-            os.replace(tmp, out / "flip_probability.csv")
-        finally:
-            Path(tmp).unlink(missing_ok=True)
+        atomic_write(out / "flip_probability.csv", lambda t: tab.to_csv(t, index=False))
         plot = plot_flip_probability(tab, out / "flip_probability.png", title=title)
         print(f"\ntable: {out / 'flip_probability.csv'}\nplot:  {plot}")
     return 0

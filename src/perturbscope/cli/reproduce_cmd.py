@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
 from dataclasses import replace
 from pathlib import Path
 
@@ -23,6 +21,7 @@ from perturbscope.experiments.tables import (
     table20_long,
     table21_long,
 )
+from perturbscope.fileio import atomic_write_text
 
 DEFAULT_STORE = "perturbscope-results.sqlite"
 
@@ -71,11 +70,7 @@ def build_config(args: argparse.Namespace) -> ReproduceConfig:
 
 
 def _write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    atomic_write_text(path, text)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 from pathlib import Path
 
 import pandas as pd
 
 from perturbscope.cli.common import add_progress_arg
 from perturbscope.cli.main import UsageError
+from perturbscope.fileio import atomic_write
 from perturbscope.progress import progress_bar
 from perturbscope.theory import half_balls, plots, sweeps
 from perturbscope.theory.engines import ENGINES
@@ -82,12 +82,7 @@ def _check_args(args: argparse.Namespace) -> None:
 
 
 def _write_csv(df: pd.DataFrame, path: str) -> Path:
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(p.name + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, p)
-    return p
+    return atomic_write(path, lambda t: df.to_csv(t, index=False))
 
 
 def run(args: argparse.Namespace) -> int:

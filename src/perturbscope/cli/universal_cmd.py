@@ -6,9 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import uuid
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -16,24 +13,10 @@ import torch
 
 from perturbscope.cli.common import add_data_args, add_progress_arg, load_task
 from perturbscope.cli.main import UsageError
+from perturbscope.fileio import atomic_write
 from perturbscope.models.checkpoint import load_checkpoint
 
 P_CHOICES = {"2": 2.0, "inf": math.inf}
-
-
-def atomic_write(path: Path, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` on a temporary file next to ``path``, then rename it into place, so
-    an interrupted run never leaves a half-written file. Returns ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:12]}.part{path.suffix}")
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def write_json(path: Path, doc: dict) -> Path:

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -34,6 +33,7 @@ import torch
 from torch import nn
 
 from perturbscope.audit import AuditConfig, audit_splits
+from perturbscope.fileio import atomic_write, atomic_write_text
 from perturbscope.models.pair_cnn import MLP
 from perturbscope.report.tables import long_metrics, summarize_groups, wide_table
 from perturbscope.train import TrainConfig, matched_ball_radius, train_binary, train_pair_model
@@ -275,30 +275,12 @@ class NoiseTrainingResult:
         out.mkdir(parents=True, exist_ok=True)
         paths = {"records": out / "records.csv", "summary": out / "summary.csv",
                  "config": out / "config.json"}
-        _atomic(paths["records"], lambda p: self.records.to_csv(p, index=False))
-        _atomic(paths["summary"], lambda p: self.summary.to_csv(p, index=False))
+        atomic_write(paths["records"], lambda p: self.records.to_csv(p, index=False))
+        atomic_write(paths["summary"], lambda p: self.summary.to_csv(p, index=False))
         doc = {"config": self.config.to_dict(), "levels": [asdict(lv) for lv in self.levels],
                "meta": self.meta}
-        _atomic(paths["config"], lambda p: Path(p).write_text(json.dumps(doc, indent=2, default=str)))
+        atomic_write_text(paths["config"], json.dumps(doc, indent=2, default=str))
         return paths
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def _atomic(path: Path, write: Callable[[str], Any]) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def summarize_noise_records(records: pd.DataFrame) -> pd.DataFrame:

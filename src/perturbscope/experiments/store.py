@@ -39,7 +39,6 @@ import os
 import platform
 import sqlite3
 import sys
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -48,6 +47,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perturbscope.fileio import atomic_write
 from perturbscope.measure.metrics import alpha_key, summarize_records
 
 __all__ = ["ResultsStore", "UnitAlreadyDone", "config_hash", "software_versions", "unit_key",
@@ -169,18 +169,6 @@ def parse_unit_key(key: str) -> dict[str, str]:
 
 def _record_json(row: dict[str, Any]) -> str:
     return json.dumps(_plain(row), allow_nan=True)
-
-
-def _atomic_write(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _mean_sd(v: pd.Series) -> tuple[float, float]:
@@ -537,7 +525,7 @@ class ResultsStore:
         df = self.records(run)
         path = Path(path)
         if fmt == "csv":
-            _atomic_write(path, lambda p: df.to_csv(p, index=False))
+            atomic_write(path, lambda p: df.to_csv(p, index=False))
         else:
-            _atomic_write(path, lambda p: df.to_parquet(p, index=False))
+            atomic_write(path, lambda p: df.to_parquet(p, index=False))
         return path

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from perturbscope.fileio import atomic_savefig
 from perturbscope.harmless.space import HarmlessSpace
 from perturbscope.harmless.verify import decompose_perturbation, model_scores
 from perturbscope.models.runtime import eval_mode, resolve_output
@@ -318,10 +319,8 @@ def privacy_panel(result: PrivacyResult, path: str | os.PathLike, count: int = 6
         fontsize=9,
     )
     fig.tight_layout()
-    tmp = path.with_suffix(".tmp.png")
-    fig.savefig(tmp, dpi=100)
+    atomic_savefig(fig, path, dpi=100)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

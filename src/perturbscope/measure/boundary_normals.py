@@ -19,6 +19,7 @@ from torch import nn
 
 from perturbscope.attacks.deepfool import deepfool
 from perturbscope.attacks.universal import fooling_mask
+from perturbscope.fileio import atomic_savefig
 from perturbscope.sampling import make_generator, uniform_sphere
 
 __all__ = ["NormalsResult", "boundary_normals", "energy_rank", "subspace_fooling_rate",
@@ -135,11 +136,8 @@ def plot_singular_values(result: NormalsResult, path: str | os.PathLike, title: 
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.part.png")
     try:  # atomic: a reader never sees a half-written PNG
-        fig.savefig(tmp, dpi=110, format="png")
-        os.replace(tmp, path)
+        atomic_savefig(fig, path, dpi=110, format="png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
     return path

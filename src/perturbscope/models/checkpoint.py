@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ import torch
 from torch import nn
 
 from perturbscope import __version__
+from perturbscope.fileio import atomic_write
 from perturbscope.models.pair_cnn import MLP, PairCNN
 
 __all__ = ["CheckpointError", "save_checkpoint", "load_checkpoint", "ARCHITECTURES"]
@@ -53,15 +53,7 @@ def save_checkpoint(model: nn.Module, path: str | os.PathLike, meta: dict[str, A
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "meta": {"perturbscope_version": __version__, **(meta or {})},
     }
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda t: torch.save(payload, t))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu"

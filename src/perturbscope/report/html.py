@@ -31,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from perturbscope.fileio import atomic_write_text
 from perturbscope.report.tables import (
     alpha_keys,
     long_metrics,
@@ -78,22 +79,6 @@ def _slug(text: str, taken: set[str]) -> str:
 
 def _esc(text: Any) -> str:
     return html.escape(str(text), quote=True)
-
-
-def _atomic_write_text(path: Path, text: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o666 & ~mask)  # mkstemp makes 0600; give the file the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 @dataclass
@@ -169,7 +154,7 @@ class HtmlReport:
 
     def write(self, path: str | os.PathLike) -> Path:
         """Write :meth:`render` to ``path`` atomically."""
-        return _atomic_write_text(Path(path), self.render())
+        return atomic_write_text(Path(path), self.render())
 
 
 def _flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

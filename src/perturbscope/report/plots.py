@@ -31,6 +31,7 @@ from torch import nn  # noqa: E402
 
 from perturbscope.attacks.line_search import gradient_line_search  # noqa: E402
 from perturbscope.attacks.result import norms  # noqa: E402
+from perturbscope.fileio import atomic_savefig  # noqa: E402
 from perturbscope.measure.metrics import alpha_key  # noqa: E402
 from perturbscope.measure.random_probe import random_probe  # noqa: E402
 from perturbscope.models.outputs import predict_labels  # noqa: E402
@@ -47,16 +48,10 @@ SPLIT_COLORS = {"train": "#1f77b4", "test": "#ff7f0e"}
 
 def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Save ``fig`` as PNG at ``path`` atomically (temp file + rename) and close it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp.png")
     try:
-        fig.savefig(tmp, dpi=dpi, format="png")
-        os.replace(tmp, path)
+        return atomic_savefig(fig, path, dpi=dpi, format="png")
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _check_df(df: pd.DataFrame, cols: Sequence[str], name: str = "records") -> None:

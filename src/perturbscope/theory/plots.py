@@ -23,18 +23,16 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from perturbscope.fileio import atomic_savefig  # noqa: E402
+
 __all__ = ["plot_point", "plot_two_balls", "plot_half_balls"]
 
 _COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
 def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.stem + ".tmp" + path.suffix)
-    fig.savefig(tmp, dpi=110)
+    path = atomic_savefig(fig, path, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
 
 

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
+from perturbscope.fileio import atomic_savefig
 
 __all__ = ["plot_flip_probability"]
 
@@ -72,12 +73,8 @@ def plot_flip_probability(table: pd.DataFrame, path: str | os.PathLike, title: s
     ax.set_title(title or "flip probability of random noise against its size")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".png", dir=path.parent)
-    os.close(fd)
     try:
-        fig.savefig(tmp, dpi=110)
-        os.replace(tmp, path)
+        atomic_savefig(fig, path, dpi=110)
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
     return path
