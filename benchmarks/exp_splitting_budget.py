@@ -1,6 +1,6 @@
 """Experiment (issue 7): forwards subset simulation needs for 20% error on the pair CNN.
 
-The reference is the mean of ``2 x --seeds`` runs at N = 5000 (~2.8e4 forwards each); then
+The reference is the mean of ``2 x --seeds`` runs at N = ``--ref-n`` (5000: ~2.8e4 forwards each); then
 ``--seeds`` runs of each (p0, N) variant are scored against it: relative RMSE, the method's
 own error estimate, and how often its 95% interval covers the reference.
 Results: docs/rare_event.md, "Careful measurement". ~15 min per image on one core at 40 seeds.
@@ -17,6 +17,7 @@ import time
 
 import numpy as np
 import torch
+from scipy.optimize import brentq
 
 from perturbscope.attacks.line_search import gradient_line_search
 from perturbscope.data import load_pair_task
@@ -31,7 +32,12 @@ def main() -> None:
     ap.add_argument("--checkpoint", required=True)
     ap.add_argument("--image", type=int, default=0, help="index among line-search successes")
     ap.add_argument("--alpha", type=float, default=7.87, help="r = alpha * eps_adv")
+    ap.add_argument("--target-p", type=float, default=None,
+                    help="instead of --alpha: choose r by bisection so that p ~ this value")
     ap.add_argument("--seeds", type=int, default=40)
+    ap.add_argument("--ref-n", type=int, default=5000, help="N of the reference runs")
+    ap.add_argument("--variants", nargs="+", default=[f"{p0}:{n}" for p0, n in VARIANTS],
+                    help="p0:N pairs to score (default: %(default)s)")
     args = ap.parse_args()
     torch.set_num_threads(1)
     model, _ = load_checkpoint(args.checkpoint)
@@ -39,21 +45,34 @@ def main() -> None:
     te = load_pair_task("fashion-mnist-subset", "test", 7, 8)
     ls = gradient_line_search(model, te.x[:20], te.y[:20], output="sigmoid", refine_tol=1e-3)
     i = [k for k in range(20) if bool(ls.success[k])][args.image]
-    r = args.alpha * float(ls.eps_l2[i])
-    xs = te.x[i:i + 1].repeat(args.seeds, 1, 1, 1)
+    eps = float(ls.eps_l2[i])
+    r = args.alpha * eps
     t0 = time.time()
+    if args.target_p is not None:
+        def gap(log_r: float) -> float:
+            res = estimate_flip_probability(model, te.x[i:i + 1], None, math.exp(log_r),
+                                            method="splitting", n_per_level=300, budget=8000,
+                                            seed=99)
+            return float(res.log10_p_hat[0]) - math.log10(args.target_p)
+
+        r = math.exp(brentq(gap, math.log(0.2 * eps), math.log(30 * eps), xtol=0.05))
+        print(f"image {i}: eps_adv {eps:.4f}, r {r:.4f} (alpha {r / eps:.2f}) for p ~ "
+              f"{args.target_p:g} ({time.time() - t0:.0f} s)", flush=True)
+    xs = te.x[i:i + 1].repeat(args.seeds, 1, 1, 1)
     ref_runs = []
     for rep in range(2):
         res = estimate_flip_probability(model, xs, None, r, method="splitting",
-                                        n_per_level=5000, budget=200_000, seed=10_000 + rep)
+                                        n_per_level=args.ref_n, budget=40 * args.ref_n,
+                                        seed=10_000 + rep)
         ref_runs.append(res.p_hat)
     ref = np.concatenate(ref_runs)
     p_ref = float(ref.mean())
     print(f"image {i} r {r:.4f}: reference p {p_ref:.4e} +- {ref.std() / math.sqrt(ref.size):.2e}"
-          f" ({ref.size} runs at N = 5000, rel. sd per run {ref.std() / p_ref:.3f}, "
+          f" ({ref.size} runs at N = {args.ref_n}, rel. sd per run {ref.std() / p_ref:.3f}, "
           f"{np.mean(res.forwards + res.gradients):.0f} forwards each; {time.time() - t0:.0f} s)",
           flush=True)
-    for p0, n in VARIANTS:
+    for p0, n in (tuple(float(v) for v in item.split(":")) for item in args.variants):
+        n = int(n)
         res = estimate_flip_probability(model, xs, None, r, method="splitting", n_per_level=n,
                                         p0=p0, budget=40 * n, seed=n + int(p0 * 1000))
         fw = float(np.mean(res.forwards + res.gradients))
