@@ -29,11 +29,9 @@ import numpy as np
 import torch
 from scipy import special
 
-from perturbscope.attacks.line_search import gradient_line_search
-from perturbscope.data import load_pair_task
+from pair_images import attacked_test_image
 from perturbscope.measure.rare_event.estimate import _refine_direction
 from perturbscope.measure.rare_event.model_eval import margin_direction, margin_fn
-from perturbscope.models.checkpoint import load_checkpoint
 
 
 def crossings(f, x, ref, u, r, n_lines, gen, iters=6, s_max=40.0):
@@ -98,12 +96,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, nargs="+", default=[0, 3])
     args = ap.parse_args()
     torch.set_num_threads(1)
-    model, _ = load_checkpoint(args.checkpoint)
-    model.eval()
-    te = load_pair_task("fashion-mnist-subset", "test", 7, 8)
-    ls = gradient_line_search(model, te.x[:20], te.y[:20], output="sigmoid", refine_tol=1e-3)
-    i = [k for k in range(20) if bool(ls.success[k])][args.image]
-    x, eps = te.x[i:i + 1], float(ls.eps_l2[i])
+    model, x, eps, i = attacked_test_image(args.checkpoint, args.image)
     r = args.alpha * eps
     f = margin_fn(model, "sigmoid")
     with torch.no_grad():

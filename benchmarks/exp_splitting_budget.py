@@ -19,10 +19,8 @@ import numpy as np
 import torch
 from scipy.optimize import brentq
 
-from perturbscope.attacks.line_search import gradient_line_search
-from perturbscope.data import load_pair_task
+from pair_images import attacked_test_image
 from perturbscope.measure.rare_event import estimate_flip_probability
-from perturbscope.models.checkpoint import load_checkpoint
 
 VARIANTS = ((0.1, 1000), (0.1, 1500), (0.2, 1000), (0.1, 2000))
 
@@ -40,17 +38,12 @@ def main() -> None:
                     help="p0:N pairs to score (default: %(default)s)")
     args = ap.parse_args()
     torch.set_num_threads(1)
-    model, _ = load_checkpoint(args.checkpoint)
-    model.eval()
-    te = load_pair_task("fashion-mnist-subset", "test", 7, 8)
-    ls = gradient_line_search(model, te.x[:20], te.y[:20], output="sigmoid", refine_tol=1e-3)
-    i = [k for k in range(20) if bool(ls.success[k])][args.image]
-    eps = float(ls.eps_l2[i])
+    model, x, eps, i = attacked_test_image(args.checkpoint, args.image)
     r = args.alpha * eps
     t0 = time.time()
     if args.target_p is not None:
         def gap(log_r: float) -> float:
-            res = estimate_flip_probability(model, te.x[i:i + 1], None, math.exp(log_r),
+            res = estimate_flip_probability(model, x, None, math.exp(log_r),
                                             method="splitting", n_per_level=300, budget=8000,
                                             seed=99)
             return float(res.log10_p_hat[0]) - math.log10(args.target_p)
@@ -58,7 +51,7 @@ def main() -> None:
         r = math.exp(brentq(gap, math.log(0.2 * eps), math.log(30 * eps), xtol=0.05))
         print(f"image {i}: eps_adv {eps:.4f}, r {r:.4f} (alpha {r / eps:.2f}) for p ~ "
               f"{args.target_p:g} ({time.time() - t0:.0f} s)", flush=True)
-    xs = te.x[i:i + 1].repeat(args.seeds, 1, 1, 1)
+    xs = x.repeat(args.seeds, 1, 1, 1)
     ref_runs = []
     for rep in range(2):
         res = estimate_flip_probability(model, xs, None, r, method="splitting",

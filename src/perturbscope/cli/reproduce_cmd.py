@@ -69,10 +69,6 @@ def build_config(args: argparse.Namespace) -> ReproduceConfig:
     return cfg.validated()
 
 
-def _write(path: Path, text: str) -> None:
-    atomic_write_text(path, text)
-
-
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = build_config(args)
@@ -115,10 +111,10 @@ def run(args: argparse.Namespace) -> int:
         print("\n" + text.split("\n\n", 1)[1])
         if args.out:
             o = Path(args.out)
-            _write(o / "tables.txt", text + "\n")
-            _write(o / "table20.csv", t20.to_csv(index=False))
-            _write(o / "table21.csv", t21.to_csv(index=False))
-            _write(o / "summaries.csv", summ.to_csv(index=False))
+            atomic_write_text(o / "tables.txt", text + "\n")
+            atomic_write_text(o / "table20.csv", t20.to_csv(index=False))
+            atomic_write_text(o / "table21.csv", t21.to_csv(index=False))
+            atomic_write_text(o / "summaries.csv", summ.to_csv(index=False))
             print(f"\ntables: {o / 'tables.txt'}, {o / 'table20.csv'}, {o / 'table21.csv'}")
         if args.export:
             fmt = "parquet" if str(args.export).endswith(".parquet") else "csv"
