@@ -1,7 +1,10 @@
 """Experiment (issue 7): adaptive line sampling on the Fashion-MNIST pair CNN at p ~ 1e-6.
 
-A negative result kept so it can be rerun: line sampling does not beat subset simulation on
-this network, so it is not one of the package's methods.
+The first attempt, kept so it can be rerun: with regula falsi (8 forwards per line), 30 pilot
+lines and untempered weights it did not beat subset simulation. The package's
+``method="lines"`` (``perturbscope.measure.rare_event.lines``; benchmark
+``benchmarks/bench_lines.py``) fixes that: secant crossings (~3 forwards per line), tempered
+weights, angular coordinates.
 
 Method. ``zeta = r g[:d] / ||g||`` with ``g ~ N(0, I_{d+2})`` is uniform in ``B_d(r)``. Fix a
 unit direction ``u`` and write ``g = s u + h`` with ``s ~ N(0, 1)`` independent of ``h``

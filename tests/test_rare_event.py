@@ -104,9 +104,11 @@ def test_linear_model_imagenet_dimension():
     assert cov.sum() >= 8, (res.log10_p_hat, res.log10_ci_low, res.log10_ci_high)
 
 
-def test_two_balls_model():
+@pytest.mark.parametrize("method", ["is", "lines"])
+def test_two_balls_model(method):
     """Paper's two-balls model, n = 1000, eps = 0.1: f(x) = 1[x_1 >= 0]; a point x of class 1
-    flips with probability exactly F_n(x_1 / r). 8 points x 3 radii: >= 21 of 24 cover."""
+    flips with probability exactly F_n(x_1 / r). 8 points x 3 radii: >= 21 of 24 cover
+    (importance sampling and line sampling, 300 forwards each)."""
     n, eps = 1000, 0.1
     pts = uniform_ball(12, n, 1.0, seed=4, dtype=torch.float64)
     pts[:, 0] += eps
@@ -121,7 +123,7 @@ def test_two_balls_model():
     truth /= math.log(10)
     assert truth.min() < -6 and truth.max() > -2  # the range tested
     res = estimate_flip_probability(model, x, torch.ones(len(x), dtype=torch.long), r,
-                                    method="is", budget=300, seed=3, bounds=None)
+                                    method=method, budget=300, seed=3, bounds=None)
     assert _coverage(res, truth).sum() >= 21
 
 
@@ -132,18 +134,24 @@ def _toy_mlp():
     return model, x
 
 
+def _plain_reference(model, x: torch.Tensor, r: float, n: int) -> tuple[float, float]:
+    """Plain-sampling flip rate of ``x`` (1, d) in the ball of radius ``r`` (``n`` draws, seed
+    11) and the half-width of its 99.9% normal interval."""
+    zeta = uniform_ball(n, x.shape[1], r, seed=11, dtype=torch.float64)
+    with torch.no_grad():
+        ref = int(model.logit(x).item() >= 0)
+        flips = ((model.logit(x + zeta) >= 0).long() != ref).double()
+    p_plain = flips.mean().item()
+    return p_plain, 3.3 * math.sqrt(p_plain * (1 - p_plain) / n)
+
+
 def test_nonlinear_mlp_agrees_with_plain_sampling():
     """Random ReLU MLP, d = 200, r = 1.2 (p ~ 4e-3, strongly non-linear: the plane estimate is
     3x off). Plain sampling with 2e5 draws (~800 flips) is the reference; both methods, two
     seeds each, must have intervals overlapping the plain 99.9% interval and lie within 2x."""
     model, x = _toy_mlp()
     r = 1.2
-    zeta = uniform_ball(200_000, 200, r, seed=11, dtype=torch.float64)
-    with torch.no_grad():
-        ref = int(model.logit(x).item() >= 0)
-        flips = ((model.logit(x + zeta) >= 0).long() != ref).double()
-    p_plain = flips.mean().item()
-    half = 3.3 * math.sqrt(p_plain * (1 - p_plain) / flips.numel())
+    p_plain, half = _plain_reference(model, x, r, 200_000)
     assert 1e-3 < p_plain < 1e-2
     for method, budget in (("is", 1000), ("splitting", 1500)):
         for seed in (0, 1):

@@ -152,9 +152,12 @@ def register(sub) -> None:
                         "default: 1 2 5 10)")
     g.add_argument("--method", choices=METHODS, default="splitting",
                    help="splitting: subset simulation on the margin, no direction assumed "
-                        "(default); is: importance sampling along the gradient / boundary normal, "
-                        "~300 forwards at any p for near-linear boundaries but unreliable for "
-                        "strongly non-linear ones (see docs/rare_event.md)")
+                        "(default); lines: adaptive line sampling along a learned direction, "
+                        "~5e3 forwards for 20%% at p ~ 1e-6 on the pair CNNs, no floor on p, "
+                        "assumes the flip set on each line is one ray; is: importance sampling "
+                        "along the gradient / boundary normal, ~300 forwards at any p for "
+                        "near-linear boundaries but unreliable for strongly non-linear ones "
+                        "(see docs/rare_event.md)")
     g.add_argument("--budget", type=int, default=2000, metavar="F",
                    help="forward passes per image and alpha (default: %(default)s; splitting "
                         "stops at the last level it can afford and reports an upper bound)")

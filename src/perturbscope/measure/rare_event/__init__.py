@@ -4,6 +4,9 @@ Plain sampling needs ~100/p forwards for 10% error; at p = 1e-6 that is 1e8. Her
 
 - :mod:`.splitting` - subset simulation on the model's margin (``method="splitting"``, the
   default), which assumes no direction;
+- :mod:`.lines` - adaptive line sampling (``method="lines"``): conditional Monte Carlo along
+  lines parallel to a learned direction, one root search (~2.5 forwards) per line; the
+  cheapest on the pair CNNs, assumes one crossing per line;
 - :mod:`.importance` - importance sampling along the boundary normal with a defensive mixture
   and exact one-dimensional likelihood ratios (``method="is"``): ~300 forwards for 20% error
   at any p on near-linear boundaries, unreliable on strongly curved ones;
