@@ -20,10 +20,11 @@ normalised weighted mean of the margin normals at the crossings of ``pilot_lines
 weights ``Phi(-s*)^tau`` (``tau = 0.5`` tempers the weights, so that one extreme line does
 not decide the direction). The last direction's pilot lines enter the estimate.
 
-Confidence interval: log-normal (delta method) around the mean with the sample relative
-standard error of the per-line values. The per-line values ``Phi(-s*)`` are heavy-tailed
-(roughly log-normal) on curved boundaries, so the interval is optimistic when few lines
-carry the mean (see docs/rare_event.md, "When it fails").
+Confidence interval: log-normal (delta method) around the mean with the larger of the
+sample relative standard error of the per-line values and the one a log-normal fit of them
+implies (the per-line values are heavy-tailed on curved boundaries and the sample variance
+misses the unseen tail); still optimistic when the tail is heavier than log-normal (see
+docs/rare_event.md, "When it fails").
 
 When the assumption fails: a line whose flip set is an interval (the prediction flips and
 flips back as ``s`` grows) makes the estimate too high; a line with flips below a non-flipping
@@ -246,6 +247,23 @@ def _log_mean(log_y: torch.Tensor, task: torch.Tensor, t: int
     return log_p.numpy(), rel.numpy(), n.numpy().astype(np.int64)
 
 
+def _lognormal_rel_error(log_y: torch.Tensor, task: torch.Tensor, t: int) -> np.ndarray:
+    """Per task: relative standard error of the mean if the line values were log-normal,
+    ``sqrt(expm1(sigma^2) / n)`` with ``sigma`` the standard deviation of ``log P`` over the
+    lines that cross. Unlike the sample variance it accounts for the upper tail a run has
+    not seen (measured on the width-0.25 pair CNN: 95% coverage 67% -> 93%); the interval uses
+    the larger of the two."""
+    log_y, task = log_y.cpu(), task.cpu()
+    fin = torch.isfinite(log_y)
+    n = torch.bincount(task[fin], minlength=t).double()
+    s1 = torch.zeros(t, dtype=torch.float64).index_add_(0, task[fin], log_y[fin])
+    s2 = torch.zeros(t, dtype=torch.float64).index_add_(0, task[fin], log_y[fin] ** 2)
+    mean = s1 / n.clamp_min(1.0)
+    var = ((s2 - n * mean * mean) / (n - 1).clamp_min(1.0)).clamp(0.0, 625.0)
+    rel = torch.sqrt(torch.expm1(var) / n.clamp_min(1.0))
+    return torch.where(n > 1, rel, torch.zeros_like(rel)).numpy()
+
+
 def _root_error(log_y: torch.Tensor, root: torch.Tensor, task: torch.Tensor, t: int, d: int
                 ) -> np.ndarray:
     """Per task: relative error of the mean that root errors of ``ROOT_TOL`` could cause,
@@ -407,6 +425,7 @@ def line_sampling(f: MarginFn, x: torch.Tensor, ref: torch.Tensor, u: torch.Tens
     log_y = torch.cat(logs)
     owner = torch.cat(owners)
     log_p, rel, n_lines = _log_mean(log_y, owner, t_count)
+    rel = np.maximum(rel, _lognormal_rel_error(log_y, owner, t_count))
     rel = np.hypot(rel, _root_error(log_y, torch.cat(roots), owner, t_count, d))
     top = torch.full((t_count,), -math.inf, dtype=torch.float64).scatter_reduce_(
         0, owner.cpu(), log_y.cpu(), reduce="amax").numpy()
