@@ -153,7 +153,7 @@ def register(sub) -> None:
     g.add_argument("--method", choices=METHODS, default="splitting",
                    help="splitting: subset simulation on the margin, no direction assumed "
                         "(default); lines: adaptive line sampling along a learned direction, "
-                        "~5e3 forwards for 20%% at p ~ 1e-6 on the pair CNNs, no floor on p, "
+                        "~3e3-6e3 forwards for 20%% at p ~ 1e-6 on the pair CNNs, no floor on p, "
                         "assumes the flip set on each line is one ray; is: importance sampling "
                         "along the gradient / boundary normal, ~300 forwards at any p for "
                         "near-linear boundaries but unreliable for strongly non-linear ones "

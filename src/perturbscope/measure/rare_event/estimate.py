@@ -281,8 +281,7 @@ def _estimate_tasks(model: nn.Module, x: torch.Tensor, ref: torch.Tensor | None,
         extra_grad = np.zeros(t_count, dtype=np.int64)
         with progress_bar(f"rare-event ({method})", total, progress) as advance, torch.no_grad():
             if method == "lines":
-                start = start_coordinate(np.where(np.isfinite(along_np), along_np, np.inf),
-                                         r_np, d)
+                start = start_coordinate(along_np, r_np, d)  # inf (no crossing): a far start
                 out = line_sampling(f, x, ref, u, img_d, radius_d, start, budget=budget,
                                     pilot_lines=pilot_lines, rounds=line_rounds, level=level,
                                     generator=gen, batch_size=batch_size, advance=advance)
@@ -371,8 +370,8 @@ def estimate_flip_probability(
         seed: seed or generator (same seed, same ``batch_size``, same machine: same numbers).
         method: ``"splitting"`` (subset simulation on the margin, no direction assumed; the
             robust default), ``"lines"`` (adaptive line sampling: per line through the ball
-            parallel to a learned direction, the exact probability beyond its crossing; ~5e3
-            forwards for 20% at p ~ 1e-6 on the pair CNNs, no floor on p; assumes the flip set
+            parallel to a learned direction, the exact probability beyond its crossing; ~3e3 -
+            6e3 forwards for 20% at p ~ 1e-6 on the pair CNNs, no floor on p; assumes the flip set
             on each line is one ray, and its interval is optimistic on curved boundaries) or
             ``"is"`` (importance sampling along one direction with exact weights: ~300
             forwards at any p for near-linear boundaries, unreliable interval for strongly

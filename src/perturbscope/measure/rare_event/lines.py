@@ -1,23 +1,24 @@
 """Adaptive line sampling of the flip probability (conditional Monte Carlo along one direction).
 
-Write the uniform ball as ``zeta = r g[:d] / ||g||`` with ``g ~ N(0, I_{d+2})`` (exactly
-uniform in ``B_d(r)``). Fix a unit input direction ``u`` and split ``g = s u + h`` with
-``s ~ N(0, 1)`` independent of ``h`` (Gaussian on ``u``'s complement in ``R^{d+2}``). A *line*
-is one draw of ``h``; along it the point moves on a half great circle from ``-r u``
-(``s -> -inf``) to ``+r u`` (``s -> +inf``). If the flip set on every line is an upper ray
-``{s >= s*(h)}`` (*single-crossing assumption*), then
+Write ``zeta`` uniform in ``B_d(r)`` as ``zeta = rho (c u + sqrt(1 - c^2) v)``: a unit input
+direction ``u``, ``v`` uniform on the unit sphere orthogonal to ``u``, ``rho = r V^(1/d)`` and
+``c`` the cosine with ``u``, independent of ``(v, rho)``, whose tail ``P(c >= t)`` is the
+``(d-2)``-ball cap fraction (:func:`log_tail`). A *line* is one draw of ``(v, rho)``; along it
+the coordinate ``s = c sqrt(d - 1) / sqrt(1 - c^2)`` (about standard normal in high ``d``)
+runs from ``-inf`` (the point ``-rho u``) to ``+inf`` (``+rho u``). If the flip set on every
+line is an upper ray ``{s >= s*}`` (*single-crossing assumption*), then
 
-    p = E_h[ P(s >= s*(h)) ] = E_h[ Phi(-s*(h)) ]
+    p = E_line[ P(c >= c(s*)) ]
 
-exactly, and the mean of ``Phi(-s*)`` over independent lines is unbiased; each line costs
-the forwards of a root search for ``s*`` (a safeguarded secant started at the typical
-crossing: ~3 forwards per line on the pair CNNs). This is the classic *line sampling* of
-structural reliability, here in the exact Gaussian coordinates of the uniform ball.
+exactly, and the mean over independent lines is unbiased; each line costs the forwards of a
+root search for ``s*`` (a safeguarded secant started at the typical crossing: ~3 forwards per
+line on the pair CNNs). This is the classic *line sampling* of structural reliability, here
+in the exact angular coordinates of the uniform ball.
 
 ``u`` matters for the *variance* only (any ``u`` gives an unbiased estimate under the
 assumption): it starts at the refined boundary normal and is moved ``rounds`` times to the
 normalised weighted mean of the margin normals at the crossings of ``pilot_lines`` lines,
-weights ``Phi(-s*)^tau`` (``tau = 0.5`` tempers the weights, so that one extreme line does
+weights ``P(flip | line)^tau`` (``tau = 0.5`` tempers the weights, so that one extreme line does
 not decide the direction). The last direction's pilot lines enter the estimate.
 
 Confidence interval: log-normal (delta method) around the mean with the larger of the
@@ -44,6 +45,7 @@ from scipy import special
 
 from perturbscope.measure.rare_event.ball import lam_from_s
 from perturbscope.measure.rare_event.model_eval import MarginFn, margin_direction
+from perturbscope.sampling import uniform_ball
 from perturbscope.stats import binomial_ci
 
 __all__ = ["LineOutcome", "line_sampling", "secant_crossings", "start_coordinate"]
@@ -95,15 +97,13 @@ class _Lines:
     def __init__(self, f: MarginFn, x: torch.Tensor, ref: torch.Tensor, u: torch.Tensor,
                  img: torch.Tensor, radius: torch.Tensor, task: torch.Tensor,
                  generator: torch.Generator, batch_size: int) -> None:
-        self.f, self.x, self.batch_size = f, x, batch_size
-        self.ref = ref[img[task]]
-        self.xi = x[img[task]]
-        self.u = u[task]                          # (K, d) in x's dtype: the task's direction
-        k, d = self.u.shape
+        self.f, self.x, self.ref, self.u, self.batch_size = f, x, ref, u, batch_size
+        self.task, self.img = task, img[task]   # per line: its task (row of u), its image
+        k, d = task.numel(), u.shape[1]
         self.d = d
         g = torch.randn((k, d), generator=generator, dtype=torch.float64,
                         device=generator.device).to(x.device)
-        u64 = self.u.double()
+        u64 = u[task].double()
         g -= (g * u64).sum(1, keepdim=True) * u64
         self.v = (g / g.norm(dim=1, keepdim=True)).to(x.dtype)
         rad = torch.rand(k, generator=generator, dtype=torch.float64, device=generator.device)
@@ -114,7 +114,7 @@ class _Lines:
         c = coord_to_cos(s, self.d)
         a = (self.rho[idx] * c)[:, None]
         b = (self.rho[idx] * torch.sqrt((1 - c * c).clamp_min(0.0)))[:, None]
-        return a * self.u[idx].double() + b * self.v[idx].double()
+        return a * self.u[self.task[idx]].double() + b * self.v[idx].double()
 
     def margin(self, idx: torch.Tensor, s: torch.Tensor) -> torch.Tensor:
         """Margins ``(len(idx),)`` at ``s``; one forward per entry."""
@@ -124,7 +124,8 @@ class _Lines:
             i = idx[a:a + self.batch_size]
             z = self.points(i, s[a:a + self.batch_size]).to(self.x.dtype).reshape(-1, *shape)
             with torch.no_grad():
-                out[a:a + self.batch_size] = self.f(self.xi[i] + z, self.ref[i])[0]
+                im = self.img[i]
+                out[a:a + self.batch_size] = self.f(self.x[im] + z, self.ref[im])[0]
         return out
 
 
@@ -228,15 +229,22 @@ def secant_crossings(margin: Callable[[torch.Tensor, torch.Tensor], torch.Tensor
     return root, last_slope, fw, converged
 
 
+def _scaled(log_y: torch.Tensor, task: torch.Tensor, t: int
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``exp(log_y)`` scaled per task by its largest value (CPU): ``(y, log_scale, log_max)``,
+    ``y = exp(log_y - log_scale[task])``, ``log_scale`` = ``log_max`` where finite, else 0."""
+    mx = torch.full((t,), -math.inf, dtype=torch.float64).scatter_reduce_(
+        0, task, log_y, reduce="amax")
+    safe = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
+    return torch.exp(log_y - safe[task]), safe, mx
+
+
 def _log_mean(log_y: torch.Tensor, task: torch.Tensor, t: int
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per task: log of the mean of ``exp(log_y)``, relative standard error, line count."""
     log_y, task = log_y.cpu(), task.cpu()
     n = torch.bincount(task, minlength=t).double()
-    mx = torch.full((t,), -math.inf, dtype=torch.float64)
-    mx.scatter_reduce_(0, task, log_y, reduce="amax")
-    safe = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
-    y = torch.exp(log_y - safe[task])
+    y, safe, _ = _scaled(log_y, task, t)
     s1 = torch.zeros(t, dtype=torch.float64).index_add_(0, task, y)
     s2 = torch.zeros(t, dtype=torch.float64).index_add_(0, task, y * y)
     mean = s1 / n
@@ -274,11 +282,8 @@ def _root_error(log_y: torch.Tensor, root: torch.Tensor, task: torch.Tensor, t: 
     r = torch.where(fin, root, torch.zeros_like(root))
     sens = ((log_tail(r - h, d) - log_tail(r + h, d)) / (2 * h)).abs().cpu()
     sens = torch.where(fin.cpu(), sens, torch.zeros_like(sens))
-    log_y, task = log_y.cpu(), task.cpu()
-    mx = torch.full((t,), -math.inf, dtype=torch.float64).scatter_reduce_(0, task, log_y,
-                                                                          reduce="amax")
-    safe = torch.where(torch.isfinite(mx), mx, torch.zeros_like(mx))
-    y = torch.exp(log_y - safe[task])
+    y, _, _ = _scaled(log_y.cpu(), task.cpu(), t)
+    task = task.cpu()
     num = torch.zeros(t, dtype=torch.float64).index_add_(0, task, y * sens)
     den = torch.zeros(t, dtype=torch.float64).index_add_(0, task, y)
     return torch.where(den > 0, ROOT_TOL * num / den, torch.zeros_like(den)).numpy()
@@ -288,16 +293,12 @@ def _plain_flips(f: MarginFn, x: torch.Tensor, ref: torch.Tensor, img: torch.Ten
                  radius: torch.Tensor, task: torch.Tensor, generator: torch.Generator,
                  batch_size: int, advance: Callable[[int], None] | None) -> torch.Tensor:
     """Flip indicators ``(K,)`` of one uniform-ball draw per entry of ``task``."""
-    d = x[0].numel()
     out = torch.empty(task.numel(), dtype=torch.bool, device=x.device)
     for a in range(0, task.numel(), batch_size):
         t = task[a:a + batch_size]
-        g = torch.randn((t.numel(), d), generator=generator, dtype=torch.float64,
-                        device=generator.device).to(x.device)
-        v = torch.rand(t.numel(), generator=generator, dtype=torch.float64,
-                       device=generator.device).to(x.device)
-        rho = radius[t].to(torch.float64) * v.pow(1.0 / d)
-        z = (rho / g.norm(dim=1))[:, None] * g
+        unit = uniform_ball(t.numel(), x[0].numel(), 1.0, seed=generator, dtype=torch.float64,
+                            device=generator.device).to(x.device)
+        z = radius[t].to(torch.float64)[:, None] * unit
         with torch.no_grad():
             out[a:a + batch_size] = f(x[img[t]] + z.to(x.dtype).reshape(-1, *x.shape[1:]),
                                       ref[img[t]])[1]
@@ -366,19 +367,19 @@ def line_sampling(f: MarginFn, x: torch.Tensor, ref: torch.Tensor, u: torch.Tens
         unconv.index_add_(0, task_ids.cpu(), (~conv).long().cpu())
         finite = torch.isfinite(root)
         log_y = log_tail(root, d)
-        # typical crossing and slope for the next lines (per task, finite roots only)
+        # typical crossing and slope (dm/ds) for the next lines, per task over finite roots;
+        # no decreasing slope seen anywhere (and none kept): the secant's fixed first step
+        slope_new = torch.full((t_count,), math.nan, dtype=torch.float64, device=dev) \
+            if slope_typ is None else slope_typ.clone()
         for t in range(t_count):
             sel = (task_ids == t) & finite
             if sel.any():
                 s_typ[t] = root[sel].median()
                 good = sel & torch.isfinite(sl) & (sl < 0)
                 if good.any():
-                    slope_typ = torch.full((t_count,), math.nan, dtype=torch.float64, device=dev) \
-                        if slope_typ is None else slope_typ
-                    slope_typ[t] = sl[good].median()
-        if slope_typ is not None:
-            slope_typ = torch.where(torch.isfinite(slope_typ), slope_typ,
-                                    torch.full_like(slope_typ, -1.0))
+                    slope_new[t] = sl[good].median()
+        if slope_typ is not None or torch.isfinite(slope_new).any():
+            slope_typ = torch.nan_to_num(slope_new, nan=-1.0)
         if j == rounds:
             pilot_log_y, pilot_task, pilot_root = log_y, task_ids, root
             break
@@ -427,8 +428,7 @@ def line_sampling(f: MarginFn, x: torch.Tensor, ref: torch.Tensor, u: torch.Tens
     log_p, rel, n_lines = _log_mean(log_y, owner, t_count)
     rel = np.maximum(rel, _lognormal_rel_error(log_y, owner, t_count))
     rel = np.hypot(rel, _root_error(log_y, torch.cat(roots), owner, t_count, d))
-    top = torch.full((t_count,), -math.inf, dtype=torch.float64).scatter_reduce_(
-        0, owner.cpu(), log_y.cpu(), reduce="amax").numpy()
+    top = _scaled(log_y.cpu(), owner.cpu(), t_count)[2].numpy()
     with np.errstate(invalid="ignore"):
         max_share = np.where(np.isfinite(log_p), np.exp(top - log_p) / np.maximum(n_lines, 1), 0.0)
     hits = torch.bincount(owner.cpu()[torch.isfinite(log_y.cpu()) & (log_y.cpu() > -745.0)],
