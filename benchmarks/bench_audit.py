@@ -18,10 +18,10 @@ import time
 
 import torch
 
-from perturbscope.attacks.line_search import gradient_line_search
+from perturbscope.attacks.line_search import LineSearch
 from perturbscope.data import load_pair_task
-from perturbscope.measure.random_probe import random_probe
 from perturbscope.models import PairCNN
+from perturbscope.probes.random_probe import random_probe
 from perturbscope.train import TrainConfig, train_binary
 
 
@@ -83,13 +83,13 @@ def main() -> None:
 
     xs, ys = test.x[:args.images], test.y[:args.images]
     t0 = time.perf_counter()
-    res = gradient_line_search(model, xs, ys, output="sigmoid", s_max=10.0, steps=256)
+    res = LineSearch(s_max=10.0, steps=256)(model, xs, ys, output="sigmoid")
     dt = time.perf_counter() - t0
     print(f"line search (256 steps, s_max 10): {1000 * dt / len(ys):.1f} ms/image, "
           f"{res.forwards / len(ys):.0f} forwards/image, success {int(res.success.sum())}/{len(ys)}, "
           f"median eps_l2 {float(res.eps_l2[res.success].median()):.3f}")
     t0 = time.perf_counter()
-    full = gradient_line_search(model, xs, ys, output="sigmoid", s_max=10.0, steps=256, chunk=256)
+    full = LineSearch(s_max=10.0, steps=256, chunk=256)(model, xs, ys, output="sigmoid")
     dt_full = time.perf_counter() - t0
     assert torch.equal(full.success, res.success)
     print(f"line search, all 256 scales per image (no early exit): {1000 * dt_full / len(ys):.1f} ms/image")

@@ -35,11 +35,12 @@ from scipy import special
 from scipy.optimize import brentq
 
 from pair_images import attacked_test_image
-from perturbscope.measure.rare_event import estimate_flip_probability
-from perturbscope.measure.rare_event.estimate import _refine_direction
-from perturbscope.measure.rare_event.lines import _Lines, line_sampling, start_coordinate
-from perturbscope.measure.rare_event.model_eval import margin_direction, margin_fn
+from perturbscope.models.classifier import Classifier
 from perturbscope.models.pair_cnn import LinearBinary
+from perturbscope.probes.rare_event import estimate_flip_probability
+from perturbscope.probes.rare_event.estimate import _refine_direction
+from perturbscope.probes.rare_event.lines import _Lines, line_sampling, start_coordinate
+from perturbscope.probes.rare_event.model_eval import margin_direction
 from perturbscope.theory.caps import log_cap_fraction
 
 
@@ -78,7 +79,7 @@ def score(name: str, model, x: torch.Tensor, r: float, ref_p: float, budgets, se
 
 
 def grid_check(model, x: torch.Tensor, r: float, n_lines: int, budget: int = 3000) -> None:
-    f = margin_fn(model, "sigmoid")
+    f = Classifier(model, "sigmoid", bounds=None)
     with torch.no_grad():
         ref = (model.logit(x) >= 0).long().reshape(-1)
     u0, _, _ = margin_direction(f, x, ref)

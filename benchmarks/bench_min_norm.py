@@ -37,13 +37,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from perturbscope.attacks.best import best_attack
-from perturbscope.attacks.min_norm import min_norm_attack
+from perturbscope.attacks.best import BestOf
+from perturbscope.attacks.deepfool import DeepFool
+from perturbscope.attacks.line_search import LineSearch
+from perturbscope.attacks.min_norm import MinNorm
 from perturbscope.certify import certified_radius
 from perturbscope.data import load_pair_task
-from perturbscope.models.adapters import TwoLogitAdapter
 from perturbscope.models.checkpoint import load_checkpoint, save_checkpoint
-from perturbscope.models.runtime import predict
+from perturbscope.models.classifier import Classifier
 
 
 def _adv_lib():
@@ -88,10 +89,10 @@ def main() -> None:
     model, ckpt = _model(args)
     te = load_pair_task("fashion-mnist-subset", "test", 7, 8)
     x, y = te.x[:args.n_images], te.y[:args.n_images]
-    ok = predict(model, x, "sigmoid") == y
+    ok = Classifier(model, "sigmoid").predict(x).cpu() == y
     x, y = x[ok], y[ok]
     n = len(x)
-    adapter = TwoLogitAdapter(model).eval()
+    adapter = Classifier(model, "sigmoid").eval()  # (N, 2) logits
 
     def check(delta, clip=True):
         with torch.no_grad():
@@ -112,8 +113,8 @@ def main() -> None:
               f"median L2 {runs[name]['median_l2_own']:.4f}", flush=True)
 
     timed("perturbscope min-norm (clip)",
-          lambda: min_norm_attack(model, x, y, steps=args.steps, clip=True).perturbation)
-    timed("perturbscope min-norm", lambda: min_norm_attack(model, x, y, steps=args.steps).perturbation,
+          lambda: MinNorm(steps=args.steps, clip=True)(model, x, y).perturbation)
+    timed("perturbscope min-norm", lambda: MinNorm(steps=args.steps)(model, x, y).perturbation,
           clip=False)  # unclipped: checked without clipping
     try:
         import foolbox as fb
@@ -137,9 +138,10 @@ def main() -> None:
 
     # bounds: upper = best of our three attacks (unclipped), lower = certified radius
     t0 = time.perf_counter()
-    best = best_attack(model, x, y, options={"min-norm": {"steps": args.steps}})
+    best = BestOf(attacks=(LineSearch(), DeepFool(), MinNorm(steps=args.steps)))(model, x, y)
     t_best = time.perf_counter() - t0
-    upper = best.result.eps_l2
+    upper = best.eps_l2
+    winner = best.extras["winner"]
     lip = certified_radius(model, x, y, method="lipschitz").radius
     k = max(1, min(args.certify_images, n))
     t0 = time.perf_counter()
@@ -148,7 +150,7 @@ def main() -> None:
     t_cert = time.perf_counter() - t0
     width_lip = ((upper - lip) / upper).numpy()
     width_lin = ((upper[:k] - lin) / upper[:k]).numpy()
-    wins = {w: int((best.winner == w).sum()) for w in set(best.winner)}
+    wins = {w: int((winner == w).sum()) for w in set(winner)}
     bounds = {"images": n, "best_seconds_per_image": t_best / n, "wins": wins,
               "median_upper": float(np.nanmedian(upper.numpy())),
               "median_lower_lipschitz": float(np.median(lip.numpy())),

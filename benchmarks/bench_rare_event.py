@@ -30,8 +30,8 @@ import numpy as np
 import torch
 from scipy.optimize import brentq
 
-from perturbscope.measure.rare_event import estimate_flip_probability
 from perturbscope.models.pair_cnn import LinearBinary
+from perturbscope.probes.rare_event import estimate_flip_probability
 from perturbscope.theory.caps import log_cap_fraction
 
 BUDGETS = (50, 100, 200, 400, 800, 1600)
@@ -94,10 +94,10 @@ def _cnn(checkpoint: str | None):
 
 def _diagnose(model, x: torch.Tensor, r: float, p_ref: float, seeds: int, n: int = 1500) -> None:
     """Acceptance-target sweep and genealogy of subset simulation (p0 = 0.1, N = ``n``)."""
-    from perturbscope.measure.rare_event.model_eval import margin_fn
-    from perturbscope.measure.rare_event.splitting import subset_simulation
+    from perturbscope.models.classifier import Classifier
+    from perturbscope.probes.rare_event.splitting import subset_simulation
 
-    f = margin_fn(model, "sigmoid")
+    f = Classifier(model, "sigmoid", bounds=None)
     with torch.no_grad():
         ref = (model.logit(x) >= 0).long().reshape(-1)
         img = torch.zeros(seeds, dtype=torch.long)
@@ -116,13 +116,14 @@ def _diagnose(model, x: torch.Tensor, r: float, p_ref: float, seeds: int, n: int
 
 
 def bench_cnn(checkpoint: str | None, images: int, seeds: int) -> None:
-    from perturbscope.attacks.line_search import gradient_line_search
+    from perturbscope.attacks.line_search import LineSearch
     from perturbscope.data import load_pair_task
 
     model = _cnn(checkpoint)
     te = load_pair_task("fashion-mnist-subset", "test", 7, 8)
-    ls = gradient_line_search(model, te.x[:20], te.y[:20], output="sigmoid", refine_tol=1e-3)
-    idx = [i for i in range(20) if bool(ls.success[i])][:images]
+    ls = LineSearch(refine_tol=1e-3)(model, te.x[:20], te.y[:20], output="sigmoid")
+    # a misclassified image counts as a success with a zero perturbation: not attacked
+    idx = [i for i in range(20) if bool(ls.success[i]) and float(ls.eps_l2[i]) > 0][:images]
     for i in idx:
         x = te.x[i:i + 1]
         eps = float(ls.eps_l2[i])

@@ -27,13 +27,13 @@ from pathlib import Path
 
 import torch
 
-from perturbscope.attacks.line_search import gradient_line_search
+from perturbscope.attacks.line_search import LineSearch
 from perturbscope.data import load_pair_task
 from perturbscope.experiments.reproduce import ReproduceConfig, run_reproduction
 from perturbscope.experiments.store import ResultsStore
 from perturbscope.experiments.tables import paper_tables
-from perturbscope.measure.random_probe import random_probe
 from perturbscope.models.pair_cnn import PairCNN
+from perturbscope.probes.random_probe import random_probe
 from perturbscope.train import TrainConfig, train_binary
 
 
@@ -72,7 +72,7 @@ def bench_full_fraction(device: str, sgd_steps: int, attack_images: int, probe_i
     model.eval()
     xa, ya = task.x[:attack_images], task.y[:attack_images]
     t0, c0 = time.perf_counter(), time.process_time()
-    res = gradient_line_search(model, xa, ya, output="sigmoid")
+    res = LineSearch()(model, xa, ya, output="sigmoid")
     per_attack, cpu_attack = ((time.perf_counter() - t0) / attack_images,
                               (time.process_time() - c0) / attack_images)
     xp = task.x[:probe_images]

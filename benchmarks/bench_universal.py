@@ -11,7 +11,7 @@ succeeded on (``median_l2_both`` for the method, ``ours_median_l2_both`` for per
 Universal perturbation (DeepFool inner attack, delta = 0.2, same xi and pass limit): wall and
 CPU seconds, fooling rate on held-out images (unclipped x + v and clipped to [0, 1]), ||v||.
 
-The binary model is presented to every library as (N, 2) logits via TwoLogitAdapter. Without
+The binary model is presented to every library as (N, 2) logits via Classifier. Without
 --checkpoint the width-0.25 PairCNN is trained first (seeded, 6 epochs on 2000 images).
 
 Run:  .venv/bin/python benchmarks/bench_universal.py [--checkpoint FILE.pt] [--json OUT.json]
@@ -31,11 +31,11 @@ import time
 import numpy as np
 import torch
 
-from perturbscope.attacks.deepfool import deepfool
+from perturbscope.attacks.deepfool import DeepFool
 from perturbscope.attacks.universal import fooling_mask, universal_perturbation
 from perturbscope.data import load_pair_task
-from perturbscope.models.adapters import TwoLogitAdapter
 from perturbscope.models.checkpoint import load_checkpoint
+from perturbscope.models.classifier import Classifier
 
 
 def _labels(adapter, x):
@@ -61,18 +61,18 @@ def run_deepfool(model, adapter, x, args):
     rows = []
 
     t0, c0 = time.perf_counter(), time.process_time()
-    res = deepfool(model, x, output="sigmoid", norm="l2", overshoot=0.02, max_iter=50,
-                   batch_size=args.batch, bounds=(0.0, 1.0))
+    res = DeepFool(norm="l2", overshoot=0.02, max_iter=50, batch_size=args.batch,
+                   clip=True)(model, x, output="sigmoid")
     rows.append(_df_stats("perturbscope deepfool", adapter, x, clean, res.perturbation,
                           time.perf_counter() - t0, time.process_time() - c0))
     t0, c0 = time.perf_counter(), time.process_time()
-    res = deepfool(model, x, output="sigmoid", norm="l2", overshoot=0.02, max_iter=50,
-                   batch_size=args.batch, bounds=(0.0, 1.0), first_step_backoff=1.0)
+    res = DeepFool(norm="l2", overshoot=0.02, max_iter=50, batch_size=args.batch, clip=True,
+                   first_step_backoff=1.0)(model, x, output="sigmoid")
     rows.append(_df_stats("perturbscope deepfool, first_step_backoff=1 (paper)", adapter, x, clean,
                           res.perturbation, time.perf_counter() - t0, time.process_time() - c0))
     t0, c0 = time.perf_counter(), time.process_time()
-    res = deepfool(model, x, output="sigmoid", norm="l2", overshoot=0.02, max_iter=100,
-                   batch_size=args.batch, bounds=(0.0, 1.0), step_scale=0.5)
+    res = DeepFool(norm="l2", overshoot=0.02, max_iter=100, batch_size=args.batch, clip=True,
+                   step_scale=0.5)(model, x, output="sigmoid")
     rows.append(_df_stats("perturbscope deepfool, step_scale=0.5, 100 it", adapter, x, clean,
                           res.perturbation, time.perf_counter() - t0, time.process_time() - c0))
 
@@ -96,12 +96,12 @@ def run_deepfool(model, adapter, x, args):
         rows.append(_df_stats("torchattacks DeepFool", adapter, x, clean, adv - x,
                               time.perf_counter() - t0, time.process_time() - c0))
 
-        from art.attacks.evasion import DeepFool
+        from art.attacks.evasion import DeepFool as ArtDeepFool
         from art.estimators.classification import PyTorchClassifier
 
         clf = PyTorchClassifier(model=adapter, loss=torch.nn.CrossEntropyLoss(),
                                 input_shape=tuple(x.shape[1:]), nb_classes=2, clip_values=(0.0, 1.0))
-        art_df = DeepFool(clf, max_iter=50, epsilon=0.02, nb_grads=2, batch_size=args.batch,
+        art_df = ArtDeepFool(clf, max_iter=50, epsilon=0.02, nb_grads=2, batch_size=args.batch,
                           verbose=False)
         t0, c0 = time.perf_counter(), time.process_time()
         adv = torch.from_numpy(art_df.generate(x.numpy()))
@@ -129,17 +129,17 @@ def run_universal(model, adapter, x_build, x_eval, args):
         return {"method": name, "seconds": seconds, "cpu_seconds": cpu, "passes": passes,
                 "fooling_heldout": float(fooling_mask(adapter, x_eval, v).double().mean()),
                 "fooling_heldout_clipped": float(fooling_mask(adapter, x_eval, v,
-                                                              bounds=(0.0, 1.0)).double().mean()),
+                                                              clip=True).double().mean()),
                 "l2": float(flat.norm()), "linf": float(flat.abs().max())}
 
-    for mode, bounds in (("batched", None), ("batched", (0.0, 1.0)), ("sequential", (0.0, 1.0))):
+    for mode, clip in (("batched", False), ("batched", True), ("sequential", True)):
         t0, c0 = time.perf_counter(), time.process_time()
         res = universal_perturbation(model, x_build, xi=args.xi, p=p, output="sigmoid", delta=0.2,
                                      max_passes=args.passes, mode=mode, chunk=args.chunk,
-                                     seed=args.seed, bounds=bounds)
+                                     seed=args.seed, clip=clip)
         rows.append(stats(f"perturbscope universal ({mode}"
                           + (f", chunk {args.chunk}" if mode == "batched" else "")
-                          + (", x+v clipped to [0,1])" if bounds else ", unclipped)"),
+                          + (", x+v clipped to [0,1])" if clip else ", unclipped)"),
                           res.perturbation, time.perf_counter() - t0, time.process_time() - c0,
                           res.passes))
 
@@ -225,7 +225,7 @@ def main() -> None:
     else:
         classes = args.classes or [7, 8]
         model = _train(args, classes)
-    adapter = TwoLogitAdapter(model, "sigmoid").eval()
+    adapter = Classifier(model, "sigmoid").eval()
     test = load_pair_task(args.data, "test", *classes, limit=max(args.uap_eval, args.df_images),
                           seed=args.seed)
     train = load_pair_task(args.data, "train", *classes, limit=args.uap_build, seed=args.seed)

@@ -2,7 +2,7 @@
 
 The first attempt, kept so it can be rerun: with regula falsi (8 forwards per line), 30 pilot
 lines and untempered weights it did not beat subset simulation. The package's
-``method="lines"`` (``perturbscope.measure.rare_event.lines``; benchmark
+``method="lines"`` (``perturbscope.probes.rare_event.lines``; benchmark
 ``benchmarks/bench_lines.py``) fixes that: secant crossings (~3 forwards per line), tempered
 weights, angular coordinates.
 
@@ -33,8 +33,9 @@ import torch
 from scipy import special
 
 from pair_images import attacked_test_image
-from perturbscope.measure.rare_event.estimate import _refine_direction
-from perturbscope.measure.rare_event.model_eval import margin_direction, margin_fn
+from perturbscope.models.classifier import Classifier
+from perturbscope.probes.rare_event.estimate import _refine_direction
+from perturbscope.probes.rare_event.model_eval import margin_direction, margin_flip
 
 
 def crossings(f, x, ref, u, r, n_lines, gen, iters=6, s_max=40.0):
@@ -49,7 +50,7 @@ def crossings(f, x, ref, u, r, n_lines, gen, iters=6, s_max=40.0):
 
     def marg(s):
         with torch.no_grad():
-            return f(x + point(s).to(x.dtype).reshape(-1, *shape), ref.expand(n_lines))[0]
+            return margin_flip(f, x + point(s).to(x.dtype).reshape(-1, *shape), ref.expand(n_lines))[0]
 
     lo = torch.zeros(n_lines, dtype=torch.float64)
     hi = torch.full((n_lines,), s_max, dtype=torch.float64)
@@ -101,7 +102,7 @@ def main() -> None:
     torch.set_num_threads(1)
     model, x, eps, i = attacked_test_image(args.checkpoint, args.image)
     r = args.alpha * eps
-    f = margin_fn(model, "sigmoid")
+    f = Classifier(model, "sigmoid", bounds=None)
     with torch.no_grad():
         ref = (model.logit(x) >= 0).long().reshape(-1)
     u0, _, _ = margin_direction(f, x, ref)

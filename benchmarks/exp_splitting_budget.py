@@ -20,7 +20,7 @@ import torch
 from scipy.optimize import brentq
 
 from pair_images import attacked_test_image
-from perturbscope.measure.rare_event import estimate_flip_probability
+from perturbscope.probes.rare_event import estimate_flip_probability
 
 VARIANTS = ((0.1, 1000), (0.1, 1500), (0.2, 1000), (0.1, 2000))
 

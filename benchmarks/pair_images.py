@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from perturbscope.attacks.line_search import gradient_line_search
+from perturbscope.attacks.line_search import LineSearch
 from perturbscope.data import load_pair_task
 from perturbscope.models.checkpoint import load_checkpoint
 
@@ -25,9 +25,9 @@ def attacked_test_image(checkpoint: str, image: int, candidates: int = 20
     model, _ = load_checkpoint(checkpoint)
     model.eval()
     te = load_pair_task("fashion-mnist-subset", "test", 7, 8)
-    ls = gradient_line_search(model, te.x[:candidates], te.y[:candidates], output="sigmoid",
-                              refine_tol=1e-3)
-    hits = [k for k in range(candidates) if bool(ls.success[k])]
+    ls = LineSearch(refine_tol=1e-3)(model, te.x[:candidates], te.y[:candidates], output="sigmoid")
+    # a misclassified image counts as a success with a zero perturbation: not attacked
+    hits = [k for k in range(candidates) if bool(ls.success[k]) and float(ls.eps_l2[k]) > 0]
     if not 0 <= image < len(hits):
         raise ValueError(f"image must be in [0, {len(hits)}): the line search flips {len(hits)} "
                          f"of the first {candidates} test images")

@@ -5,13 +5,13 @@ import pytest
 import torch
 from torch import nn
 
-from perturbscope.attacks.best import best_attack, format_comparison, scaling_comparison
+from perturbscope.attacks import BestOf, DeepFool, LineSearch, MinNorm, make_attack
 from perturbscope.audit import AuditConfig, audit
 from perturbscope.certify import certified_radius
 from perturbscope.cli.main import main
 from perturbscope.models import MLP, LinearBinary, PairCNN
 from perturbscope.models.checkpoint import save_checkpoint
-from perturbscope.models.outputs import predict_labels
+from perturbscope.models.classifier import Classifier
 
 
 def linear_case(d=16, n=20, seed=0):
@@ -36,6 +36,27 @@ def test_certified_radius_is_exact_on_a_linear_model(method):
     assert (res.radius <= model.distance(x)).all()  # sound: never above the truth
 
 
+def test_certified_radius_of_a_normalised_classifier_is_in_pixel_units():
+    """A Classifier's normalisation (x - mean) / std is part of the certified network: for a
+    linear model the linear relaxation gives the exact pixel-unit distance |z| / ||w / std||; the
+    global Lipschitz radius (||w|| max 1/std) is below it."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(2 * 3 * 3, generator=g, dtype=torch.float64)
+    x = 0.25 + 0.5 * torch.rand(12, 2, 3, 3, generator=g, dtype=torch.float64)
+    mean, std = (0.4, 0.6), (0.5, 2.0)
+    clf = Classifier(LinearBinary(w, bias=0.0), mean=mean, std=std)
+    with torch.no_grad():
+        clf.module.bias -= clf.scores(x).mean()
+        z = clf.scores(x)
+    y = (z >= 0).long()
+    w_pix = (w.view(2, 3, 3) / torch.tensor(std, dtype=torch.float64).view(2, 1, 1)).reshape(-1)
+    dist = z.abs() / w_pix.norm()
+    res = certified_radius(clf, x, y, method="linear")
+    torch.testing.assert_close(res.radius, dist, rtol=1e-6, atol=0.0)
+    assert (res.radius <= dist).all() and (res.lipschitz <= res.radius).all()
+    torch.testing.assert_close(res.lipschitz, z.abs() / (2.0 * w.norm()), rtol=1e-6, atol=0.0)
+
+
 def test_multiclass_linear_radius_and_best_attack_agree():
     torch.manual_seed(1)
     net = nn.Sequential(nn.Flatten(), nn.Linear(10, 3)).double()
@@ -48,34 +69,35 @@ def test_multiclass_linear_radius_and_best_attack_agree():
                         for i in range(15)])
     lo = certified_radius(net, x, y, output="logits", method="linear").radius
     assert torch.allclose(lo, dist, rtol=1e-6)
-    best = best_attack(net, x, y, output="logits", options={"line-search": {"refine_tol": 1e-7}})
-    assert best.result.success.all()
-    assert torch.allclose(best.result.eps_l2, dist, rtol=2e-3)
+    best = BestOf(attacks=(LineSearch(refine_tol=1e-7), DeepFool(), MinNorm()))(net, x, y, output="logits")
+    assert best.success.all()
+    assert torch.allclose(best.eps_l2, dist, rtol=2e-3)
 
 
 def test_best_attack_on_a_linear_model_records_the_winner():
     model, x, y = linear_case(n=12)
-    best = best_attack(model, x, y, options={"line-search": {"s_max": 4.0, "refine_tol": 1e-7},
-                                             "deepfool": {"overshoot": 0.0}})
+    best = BestOf(attacks=(LineSearch(s_max=4.0, refine_tol=1e-7), DeepFool(overshoot=0.0), MinNorm()))(
+        model, x, y)
+    per_attack, winner = best.extras["per_attack"], best.extras["winner"]
     dist = model.distance(x)
-    for name, res in best.per_attack.items():
+    for name, res in per_attack.items():
         assert res.success.all(), name
         assert torch.allclose(res.eps_l2, dist, rtol=2e-3, atol=2e-4), name
-    l2 = torch.stack([best.per_attack[a].eps_l2 for a in ("line-search", "deepfool", "min-norm")])
-    assert torch.equal(best.result.eps_l2, l2.min(0).values)
+    l2 = torch.stack([per_attack[a].eps_l2 for a in ("line-search", "deepfool", "min-norm")])
+    assert torch.equal(best.eps_l2, l2.min(0).values)
     names = np.array(["line-search", "deepfool", "min-norm"])
-    assert (best.winner == names[l2.argmin(0).numpy()]).all()
+    assert (winner == names[l2.argmin(0).numpy()]).all()
 
 
 def test_relu_net_lower_never_above_upper():
     net = relu_net(6)
     x = torch.rand(25, 6, dtype=torch.float64)
     y = (net.logit(x) >= 0).long()
-    best = best_attack(net, x, y)
-    lin = certified_radius(net, x, y, upper=best.result.eps_l2)
-    assert best.result.success.all()
+    best = BestOf()(net, x, y)
+    lin = certified_radius(net, x, y, upper=best.eps_l2)
+    assert best.success.all()
     assert (lin.radius > 0).all()
-    assert (lin.radius <= best.result.eps_l2).all()
+    assert (lin.radius <= best.eps_l2).all()
     assert (lin.radius >= lin.lipschitz).all()
     assert (lin.radius > 1.5 * lin.lipschitz).float().mean() > 0.5  # the relaxation helps
 
@@ -86,8 +108,8 @@ def test_two_dimensional_toy_brute_force_distance_lies_in_the_interval():
     with torch.no_grad():  # centre the scores so that the boundary passes near the inputs
         net.net[-1].bias -= net.logit(x).mean()
     y = (net.logit(x) >= 0).long()
-    best = best_attack(net, x, y)
-    upper = best.result.eps_l2
+    best = BestOf()(net, x, y)
+    upper = best.eps_l2
     lower = certified_radius(net, x, y, upper=upper, rtol=1e-4).radius
     # brute force: the first flipping point along each of 720 rays, radial step upper / 800
     ang = torch.linspace(0, 2 * math.pi, 721, dtype=torch.float64)[:-1]
@@ -97,7 +119,8 @@ def test_two_dimensional_toy_brute_force_distance_lies_in_the_interval():
         radii = torch.arange(1, 841, dtype=torch.float64) * h
         with torch.no_grad():
             pts = x[i] + radii.view(-1, 1, 1) * dirs.view(1, -1, 2)  # (R, A, 2)
-            flip = predict_labels(net(pts.reshape(-1, 2)), "sigmoid").view(len(radii), -1) != y[i]
+            clf = Classifier(net, "sigmoid", bounds=None)
+            flip = clf.labels_of(clf.raw(pts.reshape(-1, 2))).view(len(radii), -1) != y[i]
         r_idx = flip.any(1).nonzero()
         assert len(r_idx), i
         d_bf = float(radii[r_idx[0, 0]])  # a flipping point at this norm: d_true <= d_bf
@@ -119,16 +142,17 @@ def test_small_cnn_lower_bound_is_sound_by_sampling():
     with torch.no_grad():  # centre the scores so that the boundary passes near the inputs
         net.head[-1].bias -= net.logit(x).mean()
     y = (net.logit(x) >= 0).long()
-    best = best_attack(net, x, y, attacks=("deepfool", "min-norm"))
-    assert best.result.success.all()
-    res = certified_radius(net, x, y, upper=best.result.eps_l2, rtol=0.02)
-    assert (res.radius <= best.result.eps_l2).all() and (res.radius >= res.lipschitz).all()
+    best = BestOf(attacks=(DeepFool(), MinNorm()))(net, x, y)
+    assert best.success.all()
+    res = certified_radius(net, x, y, upper=best.eps_l2, rtol=0.02)
+    assert (res.radius <= best.eps_l2).all() and (res.radius >= res.lipschitz).all()
     g = torch.Generator().manual_seed(2)
     for i in range(4):
         u = torch.randn(3000, 1, 8, 8, dtype=torch.float64, generator=g)
         u = u / u.reshape(3000, -1).norm(dim=1).view(-1, 1, 1, 1) * float(res.radius[i]) * 0.999
         with torch.no_grad():
-            assert (predict_labels(net(x[i] + u), "sigmoid") == y[i]).all()
+            clf = Classifier(net, "sigmoid", bounds=None)
+            assert (clf.labels_of(clf.raw(x[i] + u)) == y[i]).all()
 
 
 def test_audit_with_best_attack_and_lower_bound():
@@ -149,6 +173,8 @@ def test_audit_with_best_attack_and_lower_bound():
 
 
 def test_scaling_comparison_tables():
+    from perturbscope.audit.compare import format_comparison, scaling_comparison
+
     net = relu_net(6, seed=2)
     x = torch.rand(20, 6, dtype=torch.float64)
     y = (net.logit(x) >= 0).long()
@@ -169,10 +195,8 @@ def test_bad_inputs():
     with pytest.raises(TypeError, match="Tanh"):
         certified_radius(nn.Sequential(nn.Linear(16, 4), nn.Tanh(), nn.Linear(4, 1)).double(), x, y,
                          output="logit")
-    with pytest.raises(ValueError, match="unknown attacks"):
-        best_attack(model, x, y, attacks=("fgsm",))
-    with pytest.raises(ValueError, match="not run"):
-        best_attack(model, x, y, attacks=("min-norm",), options={"deepfool": {}})
+    with pytest.raises(ValueError, match="unknown attack"):
+        make_attack("best", attacks=(make_attack("fgsm"),))
 
 
 def test_bounds_cli(tmp_path, capsys):

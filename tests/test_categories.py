@@ -8,13 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from perturbscope.measure.categories import (
+from perturbscope.analyses.categories import (
     CategoryThresholds,
     RateEstimate,
     categorize,
     categorize_sweep,
     decide_category,
 )
+from perturbscope.models.classifier import Classifier
 from perturbscope.models.pair_cnn import LinearBinary
 
 D = 64
@@ -22,6 +23,11 @@ D = 64
 
 def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
+
+
+def _free(model, output="sigmoid"):
+    """The model without declared bounds (these inputs are not pixels in [0, 1])."""
+    return Classifier(model, output, bounds=None)
 
 
 def _plane_data(n, dist_lo, dist_hi, seed=0):
@@ -32,7 +38,7 @@ def _plane_data(n, dist_lo, dist_hi, seed=0):
     base = torch.randn(n, D, generator=g, dtype=torch.float64)
     base = base - (base @ u)[:, None] * u
     dist = dist_lo + (dist_hi - dist_lo) * torch.rand(n, 1, generator=g, dtype=torch.float64)
-    return LinearBinary(w), base + dist * u
+    return _free(LinearBinary(w)), base + dist * u
 
 
 class LocalDirections(nn.Module):
@@ -74,7 +80,7 @@ def _local(n=40, margin=0.3, seed=1):
     g = _gen(seed)
     c = 5 * torch.randn(n, D, generator=g, dtype=torch.float64)
     q, _ = torch.linalg.qr(torch.randn(D, n, generator=g, dtype=torch.float64))
-    return LocalDirections(c, q.T.contiguous(), margin), c.clone()
+    return _free(LocalDirections(c, q.T.contiguous(), margin)), c.clone()
 
 
 KW = {"p": 2, "draws": 30, "k_restarts": 2, "max_passes": 4, "seed": 0}
@@ -112,7 +118,7 @@ def test_category_3_shared_weak_direction():
 def test_category_4_every_perturbation_fools():
     g = _gen(3)
     x = 5 * torch.randn(40, D, generator=g, dtype=torch.float64)
-    res = categorize(Bubbles(x.clone(), 0.1), x, 0.5, output="sigmoid", **KW)
+    res = categorize(_free(Bubbles(x.clone(), 0.1)), x, 0.5, output="sigmoid", **KW)
     assert res.category == 4, res.reason
     assert res.random_all.rate == 1.0
 
@@ -133,7 +139,7 @@ def test_multiclass_shared_direction_is_universal_and_ordering_holds(p):
     x[:, 1] = -3.0  # far from class 2
     labels = torch.zeros(60, dtype=torch.long)
     eps = 0.3
-    res = categorize(model, x, eps, output="logits", labels=labels,
+    res = categorize(_free(model, "logits"), x, eps, output="logits", labels=labels,
                      **{**KW, "p": p})
     assert res.category == 3, res.reason
     assert res.random.rate <= res.universal.rate <= res.attack.rate

@@ -7,8 +7,8 @@ import torch
 from perturbscope.models import (
     MLP,
     CheckpointError,
+    Classifier,
     PairCNN,
-    TwoLogitAdapter,
     load_checkpoint,
     save_checkpoint,
 )
@@ -64,13 +64,13 @@ def test_not_a_checkpoint_errors(tmp_path):
         load_checkpoint(path)
 
 
-def test_two_logit_adapter_matches_sigmoid():
+def test_classifier_two_logits_match_sigmoid():
     torch.manual_seed(0)
     model = PairCNN(width=0.125).eval()
     x = torch.rand(5, 3, 28, 28)
-    logits = TwoLogitAdapter(model)(x)
+    logits = Classifier(model, "sigmoid")(x)
     assert logits.shape == (5, 2)
     assert torch.allclose(torch.softmax(logits, 1)[:, 1], model(x), atol=1e-6)
     assert torch.equal(logits.argmax(1), (model(x) >= 0.5).long())
-    with pytest.raises(ValueError, match="binary"):
-        TwoLogitAdapter(model, output="logits")
+    with pytest.raises(ValueError, match="output='logits'"):  # a binary model is not (N, K)
+        Classifier(model, output="logits")(x)

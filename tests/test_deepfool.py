@@ -8,8 +8,14 @@ import pytest
 import torch
 from torch import nn
 
-from perturbscope.attacks.deepfool import STEP_EPS, deepfool
+from perturbscope.attacks.deepfool import STEP_EPS, DeepFool
+from perturbscope.models.classifier import Classifier
 from perturbscope.models.pair_cnn import LinearBinary, PairCNN
+
+
+def _free(model: nn.Module, output: str = "logits") -> Classifier:
+    """The model without declared bounds (these inputs are standard normal, not pixels)."""
+    return Classifier(model, output, bounds=None)
 
 
 def _linear(d: int, k: int, seed: int = 0) -> tuple[nn.Linear, torch.Tensor, torch.Tensor]:
@@ -43,7 +49,7 @@ def _closest_face(w, b, x, norm):
 def test_linear_multiclass_one_step_to_closest_face(norm, overshoot):
     model, w, b = _linear(30, 6)
     x = torch.randn(80, 30, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
-    res = deepfool(model, x, norm=norm, overshoot=overshoot, batch_size=32)
+    res = DeepFool(norm=norm, overshoot=overshoot, batch_size=32)(_free(model), x)
     dmin, l, direction = _closest_face(w, b, x, norm)
     assert res.success.all()
     assert (res.iterations == 1).all()
@@ -61,10 +67,10 @@ def test_linear_multiclass_one_step_to_closest_face(norm, overshoot):
 def test_candidates_limit_changes_only_what_it_should():
     model, w, b = _linear(10, 12, seed=3)
     x = torch.randn(40, 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    full = deepfool(model, x, num_classes=12)
+    full = DeepFool(candidates=11)(_free(model), x)
     dmin, _, _ = _closest_face(w, b, x, "l2")
     torch.testing.assert_close(full.l2, 1.02 * (dmin + STEP_EPS))
-    few = deepfool(model, x, num_classes=2)  # only the runner-up class: never closer
+    few = DeepFool(candidates=1)(_free(model), x)  # only the runner-up class: never closer
     assert few.success.all()
     assert (few.l2 >= full.l2 - 1e-9).all()
 
@@ -83,7 +89,7 @@ def test_binary_linear_hits_exact_distance(output):
     x = 0.2 * torch.randn(25, 50, generator=g, dtype=torch.float64)
     for model in (lin, NoLogit()):
         out = "sigmoid" if model is lin else output
-        res = deepfool(model, x, output=out)
+        res = DeepFool()(_free(model, out), x)
         assert res.success.all()
         assert (res.iterations == 1).all()
         torch.testing.assert_close(res.l2, 1.02 * (lin.distance(x) + STEP_EPS), rtol=1e-6, atol=1e-9)
@@ -99,9 +105,9 @@ def test_nonlinear_batched_equals_per_image_and_restores_mode():
     model = PairCNN(in_channels=1, width=0.125, dropout=0.3)
     model.train()
     x = torch.rand(6, 1, 12, 12)
-    res = deepfool(model, x, output="sigmoid", batch_size=4, max_iter=30)
+    res = DeepFool(batch_size=4, max_iter=30)(model, x, output="sigmoid")
     assert model.training, "deepfool must restore the model's train mode"
-    one = deepfool(model, x[2:3], output="sigmoid", max_iter=30)
+    one = DeepFool(max_iter=30)(model, x[2:3], output="sigmoid")
     torch.testing.assert_close(res.perturbation[2:3], one.perturbation, rtol=1e-4, atol=1e-6)
     model.eval()
     with torch.no_grad():
@@ -117,8 +123,9 @@ def test_labels_argument_and_already_misclassified():
     x = torch.randn(10, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
     pred = model(x).argmax(1)
     wrong = (pred + 1) % 3
-    res = deepfool(model, x, labels=wrong)
+    res = DeepFool()(_free(model), x, wrong)
     assert res.success.all()
+    # no input reaches the attack: the shared call reports no iteration counts at all
     assert (res.iterations == 0).all()
     assert (res.l2 == 0).all()
 
@@ -126,7 +133,7 @@ def test_labels_argument_and_already_misclassified():
 def test_bounds_clip_iterates():
     model, _, _ = _linear(8, 3)
     x = torch.rand(10, 8, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
-    res = deepfool(model, x, bounds=(0.0, 1.0))
+    res = DeepFool(clip=True)(model, x, output="logits")
     xa = x + res.perturbation
     assert (xa >= 0).all() and (xa <= 1).all()
 
@@ -137,16 +144,16 @@ def test_bounds_box_aware_step_is_exact_where_clipping_stalls():
     # (0, 0.3), at distance exactly 0.2 along -x2.
     lin = LinearBinary(torch.tensor([5.0, 1.0], dtype=torch.float64), bias=-0.3)
     x = torch.tensor([[0.0, 0.5], [0.0, 0.6]], dtype=torch.float64)
-    res = deepfool(lin, x, output="sigmoid", bounds=(0.0, 1.0), max_iter=3)
+    res = DeepFool(clip=True, max_iter=3)(lin, x, output="sigmoid")
     assert res.success.all() and (res.iterations == 1).all()
     z = torch.tensor([0.2, 0.3], dtype=torch.float64)
     expected = torch.stack([torch.zeros(2, dtype=torch.float64), -1.02 * (z + STEP_EPS)], 1)
     torch.testing.assert_close(res.perturbation, expected, rtol=1e-9, atol=1e-12)
     # without the box the step is the free-space projection, leaving the box
-    free = deepfool(lin, x, output="sigmoid", max_iter=3)
+    free = DeepFool(max_iter=3)(lin, x, output="sigmoid")
     assert (x + free.perturbation)[:, 0].lt(0).all()
     with pytest.raises(ValueError, match="bounds"):
-        deepfool(lin, x, output="sigmoid", bounds=(1.0, 0.0))
+        DeepFool(clip=True)(Classifier(lin, "sigmoid", bounds=(1.0, 0.0)), x)
 
 
 class _ExpRidge(nn.Module):
@@ -182,7 +189,7 @@ def test_first_step_backoff_follows_the_rule_and_ends_past_the_boundary(backoff)
     s0 = torch.tensor([0.0, 0.2, 2.0], dtype=torch.float64)
     x = s0[:, None] * u + torch.tensor([0.0, 1.0, 0.0], dtype=torch.float64)  # offsets along e2 _|_ u
     labels = torch.ones(3, dtype=torch.long)  # row 2 (u.x = 2: z < 0) is already class 0
-    res = deepfool(model, x, output="logit", labels=labels, first_step_backoff=backoff)
+    res = DeepFool(first_step_backoff=backoff)(_free(model, "logit"), x, labels)
     for i in range(2):
         length, its = _exp_ridge_recurrence(float(s0[i]), backoff)
         assert its >= 2  # the first step does not flip: the rule is exercised
@@ -193,10 +200,10 @@ def test_first_step_backoff_follows_the_rule_and_ends_past_the_boundary(backoff)
     assert res.success[:2].all() and res.success[2] and res.iterations[2] == 0
     assert (res.perturbation[2] == 0).all()
     if backoff == 1.0:
-        other = deepfool(model, x[:2], output="logit", first_step_backoff=0.5)
+        other = DeepFool(first_step_backoff=0.5)(_free(model, "logit"), x[:2])
         assert not torch.allclose(other.perturbation, res.perturbation[:2])
     with pytest.raises(ValueError, match="first_step_backoff"):
-        deepfool(model, x, output="logit", first_step_backoff=0.0)
+        DeepFool(first_step_backoff=0.0)(_free(model, "logit"), x)
 
 
 def test_iteration_cap_reports_failure():
@@ -206,7 +213,7 @@ def test_iteration_cap_reports_failure():
             return torch.stack([z, -z], 1)
 
     x = torch.zeros(4, 3)
-    res = deepfool(Far(), x, max_iter=3)
+    res = DeepFool(max_iter=3)(Far(), x, output="logits")
     assert not res.success.any()
     assert (res.iterations == 3).all()
 
@@ -214,12 +221,14 @@ def test_iteration_cap_reports_failure():
 @pytest.mark.parametrize(
     "kwargs, match",
     [({"norm": "l1"}, "norm"), ({"overshoot": -1.0}, "overshoot"), ({"max_iter": 0}, "max_iter"),
-     ({"num_classes": 1}, "num_classes"), ({"labels": torch.zeros(3, dtype=torch.long)}, "labels")],
+     ({"candidates": 0}, "candidates"), ({"y": torch.zeros(3, dtype=torch.long)}, "y must")],
 )
 def test_bad_arguments(kwargs, match):
     model, _, _ = _linear(4, 3)
+    kwargs = dict(kwargs)
+    y = kwargs.pop("y", None)
     with pytest.raises(ValueError, match=match):
-        deepfool(model, torch.zeros(5, 4, dtype=torch.float64), **kwargs)
+        DeepFool(**kwargs)(model, torch.zeros(5, 4, dtype=torch.float64), y, output="logits")
 
 
 def test_nan_input_rejected():
@@ -227,4 +236,4 @@ def test_nan_input_rejected():
     x = torch.zeros(2, 4, dtype=torch.float64)
     x[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
-        deepfool(model, x)
+        DeepFool()(model, x, output="logits")

@@ -32,7 +32,7 @@ from perturbscope.harmless import (
     verify_harmless,
 )
 from perturbscope.harmless.models import PatchCNN
-from perturbscope.models import MLP, Normalized, PairCNN
+from perturbscope.models import MLP, Classifier, PairCNN
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -205,9 +205,10 @@ def _tiny_cnn() -> nn.Module:
 def test_model_output_unchanged_at_any_size_random_changes_it(kind):
     torch.manual_seed(0)
     if kind == "mlp":
-        model = Normalized(MLP(3 * 8 * 8, hidden=(24,)), [0.5, 0.4, 0.3], [0.2, 0.3, 0.25]).eval()
+        model = Classifier(MLP(3 * 8 * 8, hidden=(24,)), "sigmoid", mean=[0.5, 0.4, 0.3],
+                           std=[0.2, 0.3, 0.25]).eval()
     else:
-        model = Normalized(_tiny_cnn(), [0.1, 0.2, 0.3], [0.5, 0.25, 0.2])
+        model = Classifier(_tiny_cnn(), "logits", mean=[0.1, 0.2, 0.3], std=[0.5, 0.25, 0.2])
     shape = (3, 16, 16) if kind == "cnn" else (3, 8, 8)
     lmap = first_layer_map(model, shape)
     space = harmless_space(lmap)
@@ -224,8 +225,8 @@ def test_model_output_unchanged_at_any_size_random_changes_it(kind):
         assert float(res.random_score_change.min()) > 1e3 * float(res.score_tolerance.max())
         # direct float64 check without any tolerance machinery: scores equal to ~1e-15 relative per unit size
         with torch.no_grad():
-            base = model.double()(x.double()) if kind == "cnn" else model.double()(x.double())
-            pert = model.double()(x.double() + d)
+            base = model.double().raw(x.double()) if kind == "cnn" else model.double().raw(x.double())
+            pert = model.double().raw(x.double() + d)
         assert float((pert - base).abs().max()) < 1e-13 * size + 1e-13
     # float32 mode: within its (much larger) tolerance at size 1e4
     model32 = model.float()
@@ -246,7 +247,7 @@ def test_normalisation_and_batch_norm_are_folded():
     # unequal std: the model's space is null(A diag(1/std)), not null(A)
     torch.manual_seed(0)
     mlp = MLP(3 * 4 * 4, hidden=(8,))
-    wrapped = Normalized(mlp, [0.0, 0.0, 0.0], [0.1, 1.0, 10.0])
+    wrapped = Classifier(mlp, mean=[0.0, 0.0, 0.0], std=[0.1, 1.0, 10.0])
     d = harmless_space(mlp, (3, 4, 4)).sample(1, 1.0)
     moved = first_layer_map(wrapped, (3, 4, 4)).apply(d).norm()
     assert float(moved) > 1e-3
@@ -465,15 +466,13 @@ def test_bounded_effect_space_from_known_singular_values():
 
 
 def test_first_layer_map_folds_per_channel_std_into_grouped_conv_and_unwraps_adapters():
-    from perturbscope.models import TwoLogitAdapter
-
     torch.manual_seed(0)
     conv = nn.Conv2d(4, 6, 3, padding=1, groups=2)
     body = nn.Sequential(
         nn.Dropout(0.5), conv, nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, 1)
     )
     std = [0.5, 2.0, 0.25, 4.0]
-    model = TwoLogitAdapter(Normalized(body, [0.1, 0.2, 0.3, 0.4], std).eval(), output="logit")
+    model = Classifier(body, "logit", mean=[0.1, 0.2, 0.3, 0.4], std=std).eval()
     lm = first_layer_map(model, (4, 5, 5))
     assert lm.groups == 2 and "normalize" in lm.description
     x = torch.randn(3, 4, 5, 5, dtype=torch.float64)

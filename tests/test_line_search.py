@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from perturbscope.attacks.line_search import gradient_line_search
+from perturbscope.attacks import LineSearch
 from perturbscope.models import LinearBinary
 
 
@@ -19,7 +19,7 @@ def linear_problem(d=64, n=40, seed=0):
 def test_linear_eps_on_grid_equals_exact_distance():
     model, x, y = linear_problem()
     s_max, steps = 5.0, 256
-    res = gradient_line_search(model, x, y, output="sigmoid", s_max=s_max, steps=steps)
+    res = LineSearch(s_max=s_max, steps=steps)(model, x, y, output="sigmoid")
     dist = model.distance(x)
     step = s_max / steps
     assert res.success.all()
@@ -33,7 +33,7 @@ def test_linear_eps_on_grid_equals_exact_distance():
 
 def test_bisection_reaches_tolerance_and_still_flips():
     model, x, y = linear_problem(seed=1)
-    res = gradient_line_search(model, x, y, output="sigmoid", s_max=5.0, refine_tol=1e-6)
+    res = LineSearch(s_max=5.0, refine_tol=1e-6)(model, x, y, output="sigmoid")
     dist = model.distance(x)
     assert ((res.eps_l2 - dist) >= -1e-9).all()
     assert ((res.eps_l2 - dist) <= 2e-6).all()
@@ -49,11 +49,11 @@ def test_multiclass_linear_and_failure_beyond_s_max():
     lin = nn.Linear(10, 3).double()
     x = torch.rand(30, 10, dtype=torch.float64)
     y = lin(x).argmax(1)
-    res = gradient_line_search(lin, x, y, output="logits", s_max=50.0, steps=256)
+    res = LineSearch(s_max=50.0, steps=256)(lin, x, y, output="logits")
     flipped = lin(x + res.perturbation).argmax(1)
     assert ((flipped != y) | ~res.success).all()
     # a tiny s_max cannot reach the boundary: reported as failure with NaN norms
-    far = gradient_line_search(lin, x, y, output="logits", s_max=1e-6, steps=4)
+    far = LineSearch(s_max=1e-6, steps=4)(lin, x, y, output="logits")
     assert not far.success.all()
     assert torch.isnan(far.eps_l2[~far.success]).all()
     assert (far.perturbation[~far.success] == 0).all()
@@ -67,7 +67,7 @@ def test_zero_gradient_is_not_susceptible():
             return torch.ones(x.shape[0], dtype=x.dtype) + 0 * x.sum(1)
 
     x = torch.rand(4, 5)
-    res = gradient_line_search(Saturated(), x, torch.ones(4, dtype=torch.long))
+    res = LineSearch()(Saturated(), x, torch.ones(4, dtype=torch.long))
     assert not res.success.any()
 
 
@@ -75,13 +75,13 @@ def test_mode_restored_and_inputs_checked():
     model, x, y = linear_problem()
     net = nn.Sequential(nn.Linear(64, 8), nn.Dropout(0.5), nn.ReLU(), nn.Linear(8, 1)).double()
     net.train()
-    gradient_line_search(net, x, y, output="logit", s_max=5.0)
+    LineSearch(s_max=5.0)(net, x, y, output="logit")
     assert net.training and net[1].training
     with pytest.raises(ValueError, match="NaN"):
-        gradient_line_search(model, x.clone().fill_(float("nan")), y)
+        LineSearch()(model, x.clone().fill_(float("nan")), y)
     with pytest.raises(ValueError, match="bounds"):
-        gradient_line_search(model, x + 2, y)
+        LineSearch()(model, x + 2, y)
     with pytest.raises(ValueError, match="shape"):
-        gradient_line_search(model, x, y[:3])
+        LineSearch()(model, x, y[:3])
     with pytest.raises(ValueError, match="output"):
-        gradient_line_search(net, x, y, output="softmax")
+        LineSearch()(net, x, y, output="softmax")

@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from perturbscope.audit import format_table
-from perturbscope.measure.metrics import summarize_records
+from perturbscope.audit.summary import summarize_records
 
 
 def records():

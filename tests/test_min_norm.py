@@ -2,11 +2,11 @@ import pytest
 import torch
 from torch import nn
 
-from perturbscope.attacks.deepfool import deepfool
-from perturbscope.attacks.line_search import gradient_line_search
-from perturbscope.attacks.min_norm import min_norm_attack
+from perturbscope.attacks.deepfool import DeepFool
+from perturbscope.attacks.line_search import LineSearch
+from perturbscope.attacks.min_norm import MinNorm
 from perturbscope.models import MLP, LinearBinary
-from perturbscope.models.outputs import predict_labels
+from perturbscope.models.classifier import Classifier
 
 
 def linear_case(d=30, n=25, seed=0):
@@ -36,21 +36,21 @@ def multiclass_linear(d=20, k=4, n=20, seed=1):
 def test_all_attacks_find_the_exact_distance_on_a_linear_model():
     model, x, y = linear_case()
     dist = model.distance(x)
-    mn = min_norm_attack(model, x, y)
+    mn = MinNorm()(model, x, y)
     assert mn.success.all()
     assert torch.allclose(mn.eps_l2, dist, rtol=1e-3)
     assert (mn.eps_l2 >= dist * (1 - 1e-9)).all()  # an upper bound, never below the truth
-    ls = gradient_line_search(model, x, y, s_max=4.0, refine_tol=1e-7)
+    ls = LineSearch(s_max=4.0, refine_tol=1e-7)(model, x, y)
     assert ls.success.all() and torch.allclose(ls.eps_l2, dist, atol=1e-6)
-    df = deepfool(model, x, output="sigmoid", labels=y, overshoot=0.0)
+    df = DeepFool(overshoot=0.0)(model, x, y, output="sigmoid")
     assert df.success.all() and torch.allclose(df.l2, dist, atol=2e-4)
     # the returned perturbations really flip the model's label
-    assert (predict_labels(model(x + mn.perturbation), "sigmoid") != y).all()
+    assert (Classifier(model, "sigmoid", bounds=None).predict(x + mn.perturbation) != y).all()
 
 
 def test_min_norm_exact_on_a_multiclass_linear_model():
     net, x, y, dist = multiclass_linear()
-    res = min_norm_attack(net, x, y, output="logits")
+    res = MinNorm()(net, x, y, output="logits")
     assert res.success.all()
     assert torch.allclose(res.eps_l2, dist, rtol=2e-3)
     with torch.no_grad():
@@ -65,7 +65,7 @@ def test_binary_models_without_logit_method(output):
     with torch.no_grad():
         seq[1].weight.copy_(model.weight.view(1, -1))
         seq[1].bias.fill_(float(model.bias))
-    res = min_norm_attack(seq, x, y, output=output)
+    res = MinNorm()(seq, x, y, output=output)
     assert res.success.all() and torch.allclose(res.eps_l2, model.distance(x), rtol=1e-3)
 
 
@@ -74,10 +74,10 @@ def test_relu_net_beats_line_search_and_norms_are_consistent():
     net = MLP(12, (32, 32)).double()
     x = torch.rand(30, 12, dtype=torch.float64)
     y = (net.logit(x) >= 0).long()
-    mn = min_norm_attack(net, x, y)
-    ls = gradient_line_search(net, x, y, s_max=10.0, refine_tol=1e-6)
+    mn = MinNorm()(net, x, y)
+    ls = LineSearch(s_max=10.0, refine_tol=1e-6)(net, x, y)
     assert mn.success.all()
-    assert (predict_labels(net(x + mn.perturbation), "sigmoid") != y).all()
+    assert (Classifier(net, "sigmoid", bounds=None).predict(x + mn.perturbation) != y).all()
     flat = mn.perturbation.reshape(30, -1)
     assert torch.allclose(mn.eps_l2, flat.norm(dim=1))
     assert torch.allclose(mn.eps_linf, flat.abs().amax(1))
@@ -91,7 +91,7 @@ def test_misclassified_inputs_and_clipping():
     model, x, y = linear_case(d=8, n=10, seed=2)
     y2 = y.clone()
     y2[0] = 1 - y2[0]  # already "adversarial" w.r.t. this label
-    res = min_norm_attack(model, x, y2, clip=True)
+    res = MinNorm(clip=True)(model, x, y2)
     assert res.success[0] and res.eps_l2[0] == 0
     assert ((x + res.perturbation) >= -1e-12).all() and ((x + res.perturbation) <= 1 + 1e-12).all()
 
@@ -99,14 +99,14 @@ def test_misclassified_inputs_and_clipping():
 def test_bad_inputs():
     model, x, y = linear_case(d=5, n=4)
     with pytest.raises(ValueError, match="steps"):
-        min_norm_attack(model, x, y, steps=0)
+        MinNorm(steps=0)(model, x, y)
     with pytest.raises(ValueError, match="gamma"):
-        min_norm_attack(model, x, y, gamma=1.5)
+        MinNorm(gamma=1.5)(model, x, y)
     with pytest.raises(ValueError, match="shape"):
-        min_norm_attack(model, x, y[:2])
+        MinNorm()(model, x, y[:2])
     with pytest.raises(TypeError):
-        min_norm_attack(model, x.numpy(), y)
+        MinNorm()(model, x.numpy(), y)
     with pytest.raises(ValueError, match="clip"):
-        min_norm_attack(model, x, y, clip=True, bounds=None)
+        MinNorm(clip=True)(Classifier(model, "sigmoid", bounds=None), x, y)
     with pytest.raises(ValueError, match="output"):
-        min_norm_attack(nn.Sequential(nn.Linear(5, 1)).double(), x, y)
+        MinNorm()(nn.Sequential(nn.Linear(5, 1)).double(), x, y)

@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import torch
 
-from perturbscope.measure.random_probe import random_probe
 from perturbscope.models import LinearBinary
+from perturbscope.probes.random_probe import random_probe
 from perturbscope.stats import binomial_ci
 from perturbscope.theory.caps import cap_fraction
 

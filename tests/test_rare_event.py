@@ -18,15 +18,15 @@ import torch
 from scipy.optimize import brentq
 
 from perturbscope.audit import AuditConfig, audit
+from perturbscope.audit.rare_event_columns import rare_event_columns, records_to_table
 from perturbscope.cli.main import main
-from perturbscope.measure.rare_event import (
+from perturbscope.models.classifier import Classifier
+from perturbscope.models.pair_cnn import MLP, LinearBinary
+from perturbscope.probes.rare_event import (
     estimate_flip_probability,
     flip_probability_table,
     plot_flip_probability,
-    rare_event_columns,
-    records_to_table,
 )
-from perturbscope.models.pair_cnn import MLP, LinearBinary
 from perturbscope.sampling import uniform_ball
 from perturbscope.theory.caps import cap_fraction_array, log_cap_fraction
 
@@ -73,8 +73,9 @@ def test_linear_model_interval_covers_exact_p_from_1e_2_to_1e_12(d, cos):
     radii = torch.tensor([_radius_for(lp, d, dist) for lp in LOG10_PS]).repeat_interleave(reps)
     x = x0.repeat(len(radii), 1)
     direction = _tilted(normal, cos, gen).repeat(len(radii), 1) if cos < 1 else None
-    res = estimate_flip_probability(model, x, None, radii, direction=direction, refine_steps=2,
-                                    method="is", budget=300, seed=1, bounds=None)
+    res = estimate_flip_probability(Classifier(model, bounds=None), x, None, radii,
+                                    direction=direction, refine_steps=2, method="is", budget=300,
+                                    seed=1)
     truth = np.repeat(np.array(LOG10_PS), reps)
     cov = _coverage(res, truth).reshape(len(LOG10_PS), reps)
     assert cov.sum(1).min() >= 8, cov.sum(1)
@@ -122,8 +123,9 @@ def test_two_balls_model(method):
     truth = np.array([log_cap_fraction(float(a) / float(b), n) for a, b in zip(x[:, 0], r, strict=True)])
     truth /= math.log(10)
     assert truth.min() < -6 and truth.max() > -2  # the range tested
-    res = estimate_flip_probability(model, x, torch.ones(len(x), dtype=torch.long), r,
-                                    method=method, budget=300, seed=3, bounds=None)
+    res = estimate_flip_probability(Classifier(model, bounds=None), x,
+                                    torch.ones(len(x), dtype=torch.long), r, method=method,
+                                    budget=300, seed=3)
     assert _coverage(res, truth).sum() >= 21
 
 
@@ -155,8 +157,8 @@ def test_nonlinear_mlp_agrees_with_plain_sampling():
     assert 1e-3 < p_plain < 1e-2
     for method, budget in (("is", 1000), ("splitting", 1500)):
         for seed in (0, 1):
-            res = estimate_flip_probability(model, x, None, r, method=method, budget=budget,
-                                            seed=seed, bounds=None)
+            res = estimate_flip_probability(Classifier(model, bounds=None), x, None, r,
+                                            method=method, budget=budget, seed=seed)
             assert res.ci_low[0] <= p_plain + half and res.ci_high[0] >= p_plain - half, (
                 method, seed, res.p_hat, res.ci_low, res.ci_high, p_plain)
             assert 0.5 < res.p_hat[0] / p_plain < 2.0
@@ -170,23 +172,21 @@ def test_splitting_covers_exact_linear_p():
     model, x0, _, _ = _linear(d, dist, seed=9)
     lps = (-3.0, -8.0)
     radii = torch.tensor([_radius_for(lp, d, dist) for lp in lps]).repeat_interleave(reps)
-    res = estimate_flip_probability(model, x0.repeat(len(radii), 1), None, radii,
-                                    method="splitting", n_per_level=500, budget=5000, seed=4,
-                                    bounds=None)
+    res = estimate_flip_probability(Classifier(model, bounds=None), x0.repeat(len(radii), 1), None, radii,
+                                    method="splitting", n_per_level=500, budget=5000, seed=4)
     assert _coverage(res, np.repeat(np.array(lps), reps)).sum() >= 8
 
 
 def _split_linear(log10_ps, reps, seed, **kw):
     """subset_simulation on the linear model, d = 100, at exact p = 10**log10_ps (each ``reps`` x)."""
-    from perturbscope.measure.rare_event.model_eval import margin_fn
-    from perturbscope.measure.rare_event.splitting import subset_simulation
+    from perturbscope.probes.rare_event.splitting import subset_simulation
 
     d, dist = 100, 0.5
     model, x0, _, _ = _linear(d, dist, seed=9)
     radii = torch.tensor([_radius_for(lp, d, dist) for lp in log10_ps]).repeat_interleave(reps)
     ref = torch.zeros(1, dtype=torch.long)
     with torch.no_grad():
-        out = subset_simulation(margin_fn(model, "sigmoid"), x0.reshape(1, d), ref,
+        out = subset_simulation(Classifier(model, "sigmoid", bounds=None), x0.reshape(1, d), ref,
                                 torch.zeros(len(radii), dtype=torch.long), radii.double(),
                                 generator=torch.Generator().manual_seed(seed), **kw)
     return out, np.repeat(np.array(log10_ps) * math.log(10), reps)
@@ -216,8 +216,8 @@ def test_rare_event_columns_and_table(tmp_path):
     x = x0.repeat(3, 1)
     eps = torch.tensor([dist, float("nan"), dist], dtype=torch.float64)
     alphas = (2.0, 5.0)
-    cols = rare_event_columns(model, x, None, eps, alphas, method="is", budget=300, seed=0,
-                              bounds=None)
+    cols = rare_event_columns(Classifier(model, bounds=None), x, None, eps, alphas, method="is",
+                              budget=300, seed=0)
     assert len(cols) == 3
     for key in ("a2", "a5"):
         for prefix in ("p_hat", "p_lo", "p_hi", "draws_needed", "log10_p_hat", "p_first_order"):
@@ -234,7 +234,7 @@ def test_rare_event_columns_and_table(tmp_path):
     assert len(tab) == 4 and set(tab["alpha"]) == {2.0, 5.0}
     path = plot_flip_probability(tab, tmp_path / "p.png")
     assert path.stat().st_size > 1000
-    long = flip_probability_table(model, x, None, eps, alphas, budget=400, seed=0, bounds=None)
+    long = flip_probability_table(Classifier(model, bounds=None), x, None, eps, alphas, budget=400, seed=0)
     assert len(long) == 6 and long["p_hat"].isna().sum() == 2
 
 
@@ -287,27 +287,27 @@ def test_bad_input_errors():
     model, x0, _, _ = _linear(20, 0.5, seed=0)
     x = x0.repeat(2, 1)
     with pytest.raises(ValueError, match="radius"):
-        estimate_flip_probability(model, x, None, -1.0, bounds=None)
+        estimate_flip_probability(Classifier(model, bounds=None), x, None, -1.0)
     with pytest.raises(ValueError, match="radius"):
-        estimate_flip_probability(model, x, None, [1.0, 2.0, 3.0], bounds=None)
+        estimate_flip_probability(Classifier(model, bounds=None), x, None, [1.0, 2.0, 3.0])
     with pytest.raises(ValueError, match="method"):
-        estimate_flip_probability(model, x, None, 1.0, method="mcmc", bounds=None)
+        estimate_flip_probability(Classifier(model, bounds=None), x, None, 1.0, method="mcmc")
     with pytest.raises(ValueError, match="budget"):
-        estimate_flip_probability(model, x, None, 1.0, budget=1, bounds=None)
+        estimate_flip_probability(Classifier(model, bounds=None), x, None, 1.0, budget=1)
     with pytest.raises(ValueError, match="level"):
-        estimate_flip_probability(model, x, None, 1.0, level=1.5, bounds=None)
+        estimate_flip_probability(Classifier(model, bounds=None), x, None, 1.0, level=1.5)
     with pytest.raises(ValueError, match="eps_adv"):
-        estimate_flip_probability(model, x, None, 1.0, eps_adv=[0.5], bounds=None)
+        estimate_flip_probability(Classifier(model, bounds=None), x, None, 1.0, eps_adv=[0.5])
     with pytest.raises(ValueError, match="direction"):
-        estimate_flip_probability(model, x, None, 1.0, direction=torch.ones(2, 7), bounds=None)
+        estimate_flip_probability(Classifier(model, bounds=None), x, None, 1.0, direction=torch.ones(2, 7))
     with pytest.raises(ValueError):  # outside the declared [0, 1] bounds
         estimate_flip_probability(model, x + 5.0, None, 1.0)
     with pytest.raises(ValueError, match="alphas"):
-        flip_probability_table(model, x, None, [0.5, 0.5], alphas=(0.0,), bounds=None)
+        flip_probability_table(Classifier(model, bounds=None), x, None, [0.5, 0.5], alphas=(0.0,))
     with pytest.raises(ValueError, match="budget"):
-        rare_event_columns(model, x, None, [0.5, 0.5], budget=0, bounds=None)
+        rare_event_columns(Classifier(model, bounds=None), x, None, [0.5, 0.5], budget=0)
     with pytest.raises(TypeError, match="unexpected"):
-        flip_probability_table(model, x, None, [0.5, 0.5], bounds=None, bogus=1)
+        flip_probability_table(Classifier(model, bounds=None), x, None, [0.5, 0.5], bogus=1)
 
 
 def test_wrong_eps_adv_is_rechecked():
@@ -315,8 +315,8 @@ def test_wrong_eps_adv_is_rechecked():
     by a crossing search: the plane distance is still the exact one."""
     d, dist = 100, 0.5
     model, x0, _, _ = _linear(d, dist, seed=3)
-    res = estimate_flip_probability(model, x0.unsqueeze(0), None, 2.0, eps_adv=[0.2], method="is",
-                                    budget=100, bounds=None)
+    res = estimate_flip_probability(Classifier(model, bounds=None), x0.unsqueeze(0), None, 2.0,
+                                    eps_adv=[0.2], method="is", budget=100)
     np.testing.assert_allclose(res.plane_distance, dist, rtol=1e-4)
     np.testing.assert_allclose(res.log10_first_order_p,
                                log_cap_fraction(dist / 2.0, d) / math.log(10), atol=1e-3)

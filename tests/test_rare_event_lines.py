@@ -11,8 +11,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from perturbscope.measure.rare_event import estimate_flip_probability, flip_probability_table
-from perturbscope.measure.rare_event.lines import S_CAP, secant_crossings, start_coordinate
+from perturbscope.models.classifier import Classifier
+from perturbscope.probes.rare_event import estimate_flip_probability, flip_probability_table
+from perturbscope.probes.rare_event.lines import S_CAP, secant_crossings, start_coordinate
 from perturbscope.theory.caps import log_cap_fraction
 from test_rare_event import (
     LOG10_PS,
@@ -60,8 +61,8 @@ def test_linear_model_interval_covers_exact_p_d100_and_2352():
     for d in (100, 2352):
         model, x0, _, _ = _linear(d, 0.5, seed=1)
         radii = torch.tensor([_radius_for(lp, d, 0.5) for lp in LOG10_PS]).repeat_interleave(2)
-        res = estimate_flip_probability(model, x0.repeat(len(radii), 1), None, radii,
-                                        method="lines", budget=400, seed=2, bounds=None)
+        res = estimate_flip_probability(Classifier(model, bounds=None), x0.repeat(len(radii), 1), None, radii,
+                                        method="lines", budget=400, seed=2)
         truth = np.repeat(np.array(LOG10_PS), 2)
         assert _coverage(res, truth).sum() >= 9, (d, res.log10_p_hat, truth)
         assert np.all(np.abs(res.log10_p_hat - truth) < math.log10(1.1))
@@ -76,8 +77,8 @@ def test_lines_agree_with_plain_sampling_on_relu_mlp():
     model, x = _toy_mlp()
     r = 1.2
     p_plain, half = _plain_reference(model, x, r, 200_000)
-    res = estimate_flip_probability(model, x.repeat(3, 1), None, r, method="lines", budget=1500,
-                                    seed=0, bounds=None)
+    res = estimate_flip_probability(Classifier(model, bounds=None), x.repeat(3, 1), None, r,
+                                    method="lines", budget=1500, seed=0)
     assert np.all(res.ci_low <= p_plain + half) and np.all(res.ci_high >= p_plain - half), (
         res.p_hat, res.ci_low, res.ci_high, p_plain)
     assert np.all((res.p_hat / p_plain > 1 / 1.5) & (res.p_hat / p_plain < 1.5))
@@ -110,16 +111,18 @@ def test_interval_flip_set_is_over_counted_as_documented():
     fa, fb = math.exp(log_cap_fraction(a / r, d)), math.exp(log_cap_fraction(b / r, d))
     truth = fa - fb
     assert fb > 0.5 * fa * 0.2  # the slab is thin enough to matter
-    lines = estimate_flip_probability(model, x, None, r, method="lines", budget=600, seed=0,
-                                      bounds=None, direction=torch.eye(d, dtype=torch.float64)[:1])
+    lines = estimate_flip_probability(Classifier(model, bounds=None), x, None, r, method="lines",
+                                      budget=600, seed=0,
+                                      direction=torch.eye(d, dtype=torch.float64)[:1])
     assert lines.p_hat[0] > 1.3 * truth  # biased high, as documented
     assert abs(lines.p_hat[0] / fa - 1) < 0.25
 
 
 def test_table_with_lines_method():
     model, x0, _, _ = _linear(100, 0.5, seed=3)
-    tab = flip_probability_table(model, x0.repeat(2, 1), None, torch.tensor([0.5, 0.6]),
-                                 alphas=(1.0, 2.0, 4.0), method="lines", budget=300, bounds=None)
+    tab = flip_probability_table(Classifier(model, bounds=None), x0.repeat(2, 1), None,
+                                 torch.tensor([0.5, 0.6]), alphas=(1.0, 2.0, 4.0), method="lines",
+                                 budget=300)
     assert len(tab) == 6 and (tab["method"] == "lines").all()
     ok = tab["alpha"] > 1
     truth = np.array([log_cap_fraction(0.5 / r, 100) for r in tab.loc[ok, "radius"]]) / math.log(10)
@@ -136,8 +139,8 @@ def test_large_p_is_finished_by_plain_sampling():
     r = 2.2
     p_plain, _ = _plain_reference(model, x, r, 100_000)
     assert 0.02 < p_plain < 0.1
-    res = estimate_flip_probability(model, x.repeat(3, 1), None, r, method="lines", budget=3000,
-                                    seed=0, bounds=None)
+    res = estimate_flip_probability(Classifier(model, bounds=None), x.repeat(3, 1), None, r,
+                                    method="lines", budget=3000, seed=0)
     assert np.all((res.ci_low <= p_plain) & (p_plain <= res.ci_high)), (res.p_hat, p_plain)
     assert np.all(res.hits < 0.1 * 3000) and np.all(res.hits > 10)
 

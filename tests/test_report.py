@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 import torch
 
+from perturbscope.audit.summary import summarize_groups
 from perturbscope.cli.main import main
+from perturbscope.experiments.tables import long_metrics, side_by_side, wide_table
 from perturbscope.models.pair_cnn import LinearBinary
 from perturbscope.report.browser import check_rendering, find_chromium
 from perturbscope.report.html import HtmlReport, build_run_report, paper_reference, report_from_records
@@ -25,7 +27,6 @@ from perturbscope.report.plots import (
     plot_noise_curves,
     plot_norm_violins,
 )
-from perturbscope.report.tables import long_metrics, side_by_side, summarize_groups, wide_table
 from perturbscope.sampling import uniform_ball
 
 torch.set_num_threads(1)
@@ -274,15 +275,15 @@ def test_store_report_draws_an_image_panel_from_the_stored_model(records, tmp_pa
 
     from perturbscope.data import load_pair_task
     from perturbscope.experiments.store import ResultsStore
+    from perturbscope.models.classifier import as_classifier
     from perturbscope.models.pair_cnn import PairCNN
-    from perturbscope.models.runtime import predict
 
     task = load_pair_task("fashion-mnist-subset", "test", 7, 8, limit=6, seed=0)
     torch.manual_seed(0)
     model = PairCNN(width=0.125).eval()
     with torch.no_grad():  # centre the logits on the 6 images: some correct, all close to the boundary
         model.head[-1].bias -= model.logit(task.x).median()
-    ok = (predict(model, task.x, "sigmoid") == task.y).numpy()
+    ok = (as_classifier(model, "sigmoid").predict(task.x).cpu() == task.y).numpy()
     assert ok.any()
     k = int(np.flatnonzero(ok)[0])
     n = len(task)

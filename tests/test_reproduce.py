@@ -153,20 +153,20 @@ def _summ(rows):
 def test_table20_side_by_side_on_known_inputs():
     s = _summ([
         {"pair": "7-8", "split": "train", "accuracy": 99.0, "adversarial_susceptibility": 50.0,
-         "random_susceptibility_a1": 0.0, "random_susceptibility_a10": 80.0},
+         "random_a1": 0.0, "random_a10": 80.0},
         {"pair": "7-8", "split": "test", "accuracy": 98.5, "adversarial_susceptibility": 55.0,
-         "random_susceptibility_a1": math.nan, "random_susceptibility_a10": 90.0},
+         "random_a1": math.nan, "random_a10": 90.0},
         {"pair": "2-4", "split": "test", "accuracy": 90.0, "adversarial_susceptibility": 10.0,
-         "random_susceptibility_a1": 1.0, "random_susceptibility_a10": 2.0}])
+         "random_a1": 1.0, "random_a10": 2.0}])
     t = table20_long(s, alphas=(1, 10)).set_index(["metric", "pair", "split"])
     # the paper: 7 vs 8 accuracy 99.84 / 99.70, adversarial 53.58 / 53.01, alpha=10 84.33 / 84.58
     r = t.loc[("accuracy", "7-8", "train")]
     assert (r["ours"], r["paper"]) == (99.0, 99.84) and math.isclose(r["diff"], -0.84)
     r = t.loc[("adversarial_susceptibility", "7-8", "test")]
     assert r["paper"] == 53.01 and math.isclose(r["diff"], 1.99)
-    r = t.loc[("random_susceptibility_a10", "7-8", "test")]
+    r = t.loc[("random_a10", "7-8", "test")]
     assert r["paper"] == 84.58 and math.isclose(r["diff"], 5.42)
-    r = t.loc[("random_susceptibility_a1", "7-8", "test")]
+    r = t.loc[("random_a1", "7-8", "test")]
     assert r["paper"] == 0.0 and math.isnan(r["ours"]) and math.isnan(r["diff"])
     assert math.isnan(t.loc[("accuracy", "2-4", "test"), "paper"])  # not a pair of the paper
     assert math.isnan(t.loc[("accuracy", "2-4", "train"), "ours"])  # split not run

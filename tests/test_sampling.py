@@ -60,3 +60,41 @@ def test_sampler_errors():
         uniform_ball(-1, 3)
     with pytest.raises(TypeError, match="seed"):
         uniform_ball(3, 3, seed="x")
+
+
+@pytest.mark.parametrize("draw_dtype", [torch.float64, torch.float32])
+def test_ball_orthogonal_to_a_direction_per_row(draw_dtype):
+    """``orthogonal_to``: points in the (d-1)-ball orthogonal to each row's unit vector, radius law
+    ``(||x|| / r)^(d-1)`` uniform (KS), direction isotropic inside the hyperplane (mean zero,
+    covariance ``r^2 / (d + 1) (I - u u^T)``), per-row radii."""
+    d, n = 6, 20000
+    gen = make_generator(4)
+    u = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    u /= u.norm(dim=1, keepdim=True)
+    r = 0.5 + torch.rand(n, generator=gen, dtype=torch.float64)
+    z = uniform_ball(n, d, r, seed=5, dtype=torch.float64, orthogonal_to=u, draw_dtype=draw_dtype)
+    tol = 1e-12 if draw_dtype == torch.float64 else 1e-6
+    assert float((z * u).sum(1).abs().max()) < tol
+    q = (z.norm(dim=1) / r).clamp(max=1.0) ** (d - 1)
+    assert stats.kstest(q.numpy(), "uniform").pvalue > 1e-3
+    e = torch.zeros(d, dtype=torch.float64)
+    e[0] = 1.0
+    one = uniform_ball(n, d, 2.0, seed=6, dtype=torch.float64, orthogonal_to=e)  # one vector for all
+    cov = one.T @ one / n
+    want = 4.0 / (d - 1 + 2) * (torch.eye(d, dtype=torch.float64) - torch.outer(e, e))
+    assert float((cov - want).abs().max()) < 0.03 and float(one.mean(0).abs().max()) < 0.03
+    s = uniform_sphere(n, d, 3.0, seed=7, dtype=torch.float64, orthogonal_to=e)
+    assert torch.allclose(s.norm(dim=1), torch.full((n,), 3.0, dtype=torch.float64))
+    assert float(s[:, 0].abs().max()) < 1e-12
+
+
+def test_generator_device_is_the_draw_device():
+    """One seed convention: a generator is used as is and the draws land on its device."""
+    gen = make_generator(3)
+    a = uniform_ball(4, 5, seed=gen)
+    assert a.device.type == "cpu"
+    assert torch.equal(uniform_ball(4, 5, seed=3), a)  # an int seed: a fresh CPU generator
+    b = uniform_ball(4, 5, seed=gen)
+    assert not torch.equal(a, b)  # the generator passed on was advanced
+    with pytest.raises(ValueError, match="orthogonal_to"):
+        uniform_ball(4, 5, orthogonal_to=torch.ones(3, 5))

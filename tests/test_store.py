@@ -114,7 +114,7 @@ def test_summaries_match_hand_counts(tmp_path):
     assert (r["pair"], r["split"]) == ("3-4", "train")
     assert (r["n_images"], r["n_correct"], r["n_adversarial"]) == (10, 8, 4)
     assert r["accuracy"] == 80.0 and r["adversarial_susceptibility"] == 50.0
-    assert r["random_susceptibility_a1"] == 25.0 and r["random_susceptibility_a2"] == 75.0
+    assert r["random_a1"] == 25.0 and r["random_a2"] == 75.0
     assert r["eps_l2_mean"] == 3.0 and math.isclose(r["eps_l2_sd"], math.sqrt(14 / 3))
     assert math.isclose(r["eps_l1_mean"], 30.0) and math.isclose(r["eps_linf_sd"], math.sqrt(14 / 3) / 10)
 
@@ -150,3 +150,91 @@ def test_wal_mode_and_bad_paths(tmp_path):
     with pytest.raises(ValueError, match="malformed"):
         parse_unit_key("pair7-8")
     assert isinstance(sqlite3.sqlite_version, str)
+
+
+def test_foreign_sqlite_database_is_refused_and_left_untouched(tmp_path):
+    db = tmp_path / "theirs.sqlite"
+    con = sqlite3.connect(db)
+    con.execute("CREATE TABLE customers (id INTEGER PRIMARY KEY, name TEXT)")
+    con.execute("INSERT INTO customers VALUES (1, 'x')")
+    con.commit()
+    con.close()
+    before = db.read_bytes()
+    with pytest.raises(ValueError, match="not a perturbscope results store.*customers"):
+        ResultsStore(db)
+    with pytest.raises(ValueError, match="not a perturbscope results store"):
+        ResultsStore(db, read_only=True)
+    assert db.read_bytes() == before  # no tables added, not switched to WAL
+    con = sqlite3.connect(db)
+    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "delete"
+    assert [r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")] == ["customers"]
+    con.close()
+
+
+def test_store_marks_itself_and_reopens(tmp_path):
+    path = tmp_path / "r.sqlite"
+    with ResultsStore(path) as st:
+        st.open_run("exp", {"k": 1})
+    con = sqlite3.connect(path)
+    assert con.execute("PRAGMA application_id").fetchone()[0] == 0x50534350
+    con.close()
+    with ResultsStore(path) as st:
+        assert list(st.runs()["name"]) == ["exp"]
+
+
+def test_records_deleted_by_hand_are_detected_and_the_unit_redone(tmp_path):
+    path = tmp_path / "r.sqlite"
+    with ResultsStore(path) as st:
+        rid, _ = st.open_run("exp", {"k": 1})
+        keys = [unit_key((1, 2), "train"), unit_key((1, 2), "test")]
+        st.plan_units(rid, keys)
+        st.commit_unit(rid, keys[0], _records(10))
+        st.commit_unit(rid, keys[1], _records(6))
+    con = sqlite3.connect(path)
+    con.execute("DELETE FROM records WHERE unit_key=? AND image_index >= 5", (keys[0],))
+    con.commit()
+    con.close()
+    with ResultsStore(path, read_only=True) as ro:
+        assert ro.damaged_units(rid) == [keys[0]]
+        with pytest.raises(ValueError, match="do not match"):
+            ro.records(rid)
+        with pytest.raises(ValueError, match="read-only"):
+            ro.pending_units(rid)
+    with ResultsStore(path) as st:
+        assert st.pending_units(rid) == [keys[0]]  # put back to pending, its records removed
+        assert st._q("SELECT COUNT(*) FROM records WHERE unit_key=?", (keys[0],))[0][0] == 0
+        assert len(st.records(rid)) == 6
+        st.commit_unit(rid, keys[0], _records(10))
+        assert st.pending_units(rid) == [] and len(st.records(rid)) == 16
+
+
+def test_read_only_store_on_a_read_only_file(tmp_path):
+    path = tmp_path / "r.sqlite"
+    with ResultsStore(path) as st:
+        rid, _ = st.open_run("exp", {"k": 1})
+        st.commit_unit(rid, unit_key((1, 2), "train"), _records(4))
+    for f in tmp_path.iterdir():
+        f.chmod(0o444)
+    tmp_path.chmod(0o555)
+    try:
+        with ResultsStore(path, read_only=True) as ro:
+            assert len(ro.records("exp")) == 4
+    finally:
+        tmp_path.chmod(0o755)
+
+
+def test_export_format_follows_the_file_name(tmp_path):
+    with ResultsStore(tmp_path / "r.sqlite") as st:
+        rid, _ = st.open_run("exp", {"k": 1})
+        st.commit_unit(rid, unit_key((1, 2), "train"), _records(4))
+        assert pd.read_parquet(st.export(rid, tmp_path / "UP.PARQUET")).shape[0] == 4
+        assert pd.read_csv(st.export(rid, tmp_path / "x.CSV")).shape[0] == 4
+        for bad in ("x.xlsx", "noext"):
+            with pytest.raises(ValueError, match="csv or .parquet|.csv or .parquet"):
+                st.export(rid, tmp_path / bad)
+            assert not (tmp_path / bad).exists()
+        with pytest.raises(ValueError, match="not parquet"):
+            st.export(rid, tmp_path / "a.csv", fmt="parquet")
+        (tmp_path / "d.csv").mkdir()
+        with pytest.raises(ValueError, match="directory"):
+            st.export(rid, tmp_path / "d.csv")

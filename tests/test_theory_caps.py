@@ -147,3 +147,36 @@ def test_nan_and_out_of_range_raise():
         caps.log_cap_fraction_array(np.array([0.1, np.nan]), 3)
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         caps.cap_bound(1.5, 3)
+
+
+@pytest.mark.parametrize("n", [1, 3, 98, 2350, 150528])
+def test_inverse_log_cap_fraction_round_trip(n):
+    """``inverse_log_cap_fraction`` inverts ``log_cap_fraction_array`` on both sides of t = 0, from
+    p ~ 1 down to e^-700, to the rounding of t itself."""
+    lf = -np.array([1e-6, 0.01, 0.5, 0.69, 0.7, 2.0, 10.0, 50.0, 200.0, 700.0])
+    lf = np.concatenate([lf, np.log1p(-np.exp(lf[:6]))])  # F > 1/2: t < 0
+    t = caps.inverse_log_cap_fraction(lf, n)
+    assert np.all(np.abs(t) <= 1.0) and np.all((t < 0) == (lf > -math.log(2)))
+    back = caps.log_cap_fraction_array(t, n)
+    ok = np.abs(t) < 1.0
+    # |d log F / dt| ~ n / (1 - t^2): the error of log F from rounding t alone
+    slack = 4e-16 * (n + 1) / np.maximum(1.0 - t[ok] ** 2, 1e-300) + 1e-14 * np.abs(lf[ok])
+    assert np.all(np.abs(back[ok] - lf[ok]) <= slack)
+    with pytest.raises(ValueError, match="log_f"):
+        caps.inverse_log_cap_fraction(np.array([0.1]), n)
+
+
+def test_log_cap_fraction_with_exact_one_minus_t2():
+    """``one_minus_t2`` given from a parametrisation keeps ``log F_n`` exact where ``t`` rounds
+    near 1: t = s / sqrt(s^2 + m), 1 - t^2 = m / (s^2 + m), against 40-digit mpmath."""
+    n, m = 5, 2.0
+    s = np.array([0.5, 3.0, 37.5, 1e3, 1e5])
+    t = s / np.sqrt(s * s + m)
+    x = m / (s * s + m)
+    got = caps.log_cap_fraction_array(t, n, one_minus_t2=x)
+    with mp.workdps(40):
+        ref = [float(mp.log(mp.betainc(mp.mpf(n + 1) / 2, 0.5, 0, mp.mpf(m) / (mp.mpf(si) ** 2 + m),
+                                       regularized=True) / 2)) for si in s]
+    np.testing.assert_allclose(got, ref, rtol=1e-13)
+    plain = caps.log_cap_fraction_array(t, n)
+    assert abs(plain[-1] / ref[-1] - 1) > 1e-12  # without it, t's rounding shows at s = 1e5

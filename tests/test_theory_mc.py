@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from perturbscope.analyses.gradient_optimality import check_gradient_direction
 from perturbscope.theory import half_balls as hb
 from perturbscope.theory import single_point as sp
 from perturbscope.theory import two_balls as tb
 from perturbscope.theory.engines import Sampler
-from perturbscope.theory.gradient import check_gradient_direction
 from perturbscope.theory.montecarlo import monte_carlo, two_engine_agreement
 
 torch.set_num_threads(1)

@@ -9,19 +9,21 @@ import pytest
 import torch
 from torch import nn
 
+from perturbscope.analyses.boundary_normals import (
+    boundary_normals,
+    energy_rank,
+    plot_singular_values,
+    subspace_fooling_rate,
+)
+from perturbscope.analyses.transfer import transfer_matrix
+from perturbscope.attacks.deepfool import DeepFool
 from perturbscope.attacks.universal import (
     fooling_rate,
     project_lp_ball,
     random_fooling,
     universal_perturbation,
 )
-from perturbscope.measure.boundary_normals import (
-    boundary_normals,
-    energy_rank,
-    plot_singular_values,
-    subspace_fooling_rate,
-)
-from perturbscope.measure.transfer import transfer_matrix
+from perturbscope.models.classifier import Classifier
 from perturbscope.models.pair_cnn import LinearBinary
 from perturbscope.theory.caps import cap_fraction
 
@@ -32,6 +34,11 @@ def _gen(seed=0):
     return torch.Generator().manual_seed(seed)
 
 
+def _free(model):
+    """A binary sigmoid model without declared bounds (these inputs are not pixels in [0, 1])."""
+    return Classifier(model, "sigmoid", bounds=None)
+
+
 def _shared(n=120, lo=0.05, hi=0.3, seed=0):
     """Linear binary model; every input on the positive side within ``hi`` of the plane."""
     g = _gen(seed)
@@ -40,7 +47,7 @@ def _shared(n=120, lo=0.05, hi=0.3, seed=0):
     base = torch.randn(n, D, generator=g, dtype=torch.float64)
     base = base - (base @ u)[:, None] * u
     dist = lo + (hi - lo) * torch.rand(n, 1, generator=g, dtype=torch.float64)
-    return LinearBinary(w), base + dist * u, dist[:, 0]
+    return _free(LinearBinary(w)), base + dist * u, dist[:, 0]
 
 
 class LocalDirections(nn.Module):
@@ -64,7 +71,7 @@ def _local(n=60, margin=0.3, seed=1):
     g = _gen(seed)
     c = 5 * torch.randn(n, D, generator=g, dtype=torch.float64)
     q, _ = torch.linalg.qr(torch.randn(D, n, generator=g, dtype=torch.float64))
-    return LocalDirections(c, q.T.contiguous(), margin), c.clone()
+    return _free(LocalDirections(c, q.T.contiguous(), margin)), c.clone()
 
 
 # ---------------------------------------------------------------- projection
@@ -123,9 +130,7 @@ def test_per_input_directions_give_no_universal_perturbation():
     res = universal_perturbation(model, c[:30], xi=0.5, p=2, output="sigmoid", x_eval=c[30:],
                                  mode="sequential", max_passes=3)
     # every input sits at 0.3 < 0.5 from its own boundary ...
-    from perturbscope.attacks.deepfool import deepfool
-
-    df = deepfool(model, c, output="sigmoid")
+    df = DeepFool()(model, c, output="sigmoid")
     assert df.success.all() and (df.l2 < 0.35).all()
     # ... but orthogonal boundary directions admit no shared perturbation
     assert not res.converged and res.passes == 3
@@ -139,7 +144,7 @@ def test_random_baseline_matches_exact_cap_probability():
     # exceeds t: P = cap_fraction-like law of one coordinate of a uniform point on the sphere
     g = _gen(5)
     w = torch.randn(D, generator=g, dtype=torch.float64)
-    model = LinearBinary(w)
+    model = _free(LinearBinary(w))
     u = w / w.norm()
     x = (0.05 * u).view(1, D)  # one input at distance 0.05 from the plane
     r = 0.3
@@ -164,7 +169,7 @@ def test_two_sided_binary_keeps_best_pass_and_respects_half_ceiling():
     base = base - (base @ u)[:, None] * u
     side = torch.where(torch.arange(80) % 2 == 0, 1.0, -1.0).double()
     x = base + (side * (0.05 + 0.25 * torch.rand(80, generator=g, dtype=torch.float64)))[:, None] * u
-    model = LinearBinary(w)
+    model = _free(LinearBinary(w))
     res = universal_perturbation(model, x, xi=0.5, p=2, output="sigmoid", max_passes=4, seed=0)
     assert res.fooling_rate == max(res.history) and res.fooling_rate <= 0.5
     assert res.fooling_rate >= 0.4
@@ -187,27 +192,28 @@ def test_seeded_reproducible_and_seed_matters():
 
 
 def test_universal_restores_mode_and_validates():
-    model, x, _ = _shared(n=10)
+    clf, x, _ = _shared(n=10)
+    model = clf.module
     model.train()
-    universal_perturbation(model, x, xi=0.5, p=2, output="sigmoid", max_passes=1)
+    universal_perturbation(clf, x, xi=0.5, p=2, output="sigmoid", max_passes=1)
     assert model.training
     with pytest.raises(ValueError, match="xi"):
-        universal_perturbation(model, x, xi=0.0, output="sigmoid")
+        universal_perturbation(clf, x, xi=0.0, output="sigmoid")
     with pytest.raises(ValueError, match="mode"):
-        universal_perturbation(model, x, xi=0.1, output="sigmoid", mode="fast")
+        universal_perturbation(clf, x, xi=0.1, output="sigmoid", mode="fast")
     with pytest.raises(ValueError, match="x_eval"):
-        universal_perturbation(model, x, xi=0.1, output="sigmoid", x_eval=torch.zeros(2, 3))
+        universal_perturbation(clf, x, xi=0.1, output="sigmoid", x_eval=torch.zeros(2, 3))
 
 
 # ---------------------------------------------------------------- transfer
 def test_transfer_matrix_diagonal_and_orthogonal_models():
     m1, x, _ = _shared(seed=0)
-    u1 = m1.weight / m1.weight.norm()
+    u1 = m1.module.weight / m1.module.weight.norm()
     w2 = torch.zeros(D, dtype=torch.float64)
     w2[0] = 1.0
     w2 = w2 - (w2 @ u1) * u1
     w2 = w2 / w2.norm()  # orthogonal to m1's normal
-    m2 = LinearBinary(w2)
+    m2 = _free(LinearBinary(w2))
     x2 = x + 8.0 * w2  # same distances to m1's plane, far on the positive side of m2's
     v1 = universal_perturbation(m1, x2[:60], xi=0.5, p=2, output="sigmoid").perturbation
     v2 = -0.5 * w2

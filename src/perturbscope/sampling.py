@@ -3,6 +3,16 @@
 All samplers return float tensors shaped ``(n, *shape)`` whose flattened rows
 live in ``R^d`` with ``d = prod(shape)``. Sizes are in the units of the input
 (pixel units in [0, 1] for images).
+
+Seed convention (every sampler, and every perturbscope function that draws noise): ``seed`` is
+an int, a :class:`torch.Generator` or ``None`` (OS entropy). The draws are made on the
+generator's device: an int or ``None`` makes a generator on ``device`` (default the CPU), a
+given generator is used as is (``device`` defaults to its device). The same seed and the same
+sequence of calls give the same numbers; a generator passed on is advanced, so one generator
+can feed several samplers in turn.
+
+:func:`uniform_ball` and :func:`uniform_sphere` are the package's only ball / sphere samplers
+(with ``orthogonal_to``: in the hyperplane orthogonal to a given unit vector per row).
 """
 
 from __future__ import annotations
@@ -21,15 +31,17 @@ __all__ = [
 ]
 
 
-def make_generator(seed: int | torch.Generator | None, device: torch.device | str = "cpu"):
-    """Return a :class:`torch.Generator` for ``seed``.
+def make_generator(seed: int | torch.Generator | None,
+                   device: torch.device | str | None = "cpu") -> torch.Generator:
+    """Return a :class:`torch.Generator` for ``seed`` (the module's seed convention).
 
     ``seed`` may already be a generator (returned as is), an int, or ``None``
-    (a generator seeded from the OS entropy pool).
+    (a generator seeded from the OS entropy pool); a new generator lives on ``device``
+    (``None``: the CPU).
     """
     if isinstance(seed, torch.Generator):
         return seed
-    gen = torch.Generator(device=device)
+    gen = torch.Generator(device="cpu" if device is None else device)
     if seed is None:
         gen.seed()
     else:
@@ -51,53 +63,119 @@ def _check_n(n: int) -> None:
         raise ValueError(f"n (number of samples) must be a non-negative int, got {n!r}")
 
 
+def _radii(radius: float | torch.Tensor, n: int, device: torch.device | str) -> torch.Tensor | float:
+    """A scalar radius as a float; per-row radii as ``(n, 1)`` float64."""
+    if isinstance(radius, torch.Tensor) and radius.numel() != 1:
+        if radius.numel() != n:
+            raise ValueError(f"radius must be a scalar or have {n} values, got shape {tuple(radius.shape)}")
+        return radius.to(device=device, dtype=torch.float64).reshape(n, 1)
+    return float(radius)
+
+
+def _setup(n: int, shape: int | Sequence[int], seed, device, orthogonal_to, draw_dtype
+           ) -> tuple[tuple[int, ...], torch.Generator, torch.device | str, int]:
+    _check_n(n)
+    shape = _shape(shape)
+    if device is None:
+        device = seed.device if isinstance(seed, torch.Generator) else "cpu"
+    gen = make_generator(seed, device)
+    d = math.prod(shape)
+    if orthogonal_to is not None:
+        if d < 2:
+            raise ValueError("orthogonal_to needs inputs with at least 2 values")
+        if orthogonal_to.numel() not in (d, n * d):
+            raise ValueError(f"orthogonal_to must have shape ({n}, {d}) or ({d},), got "
+                             f"{tuple(orthogonal_to.shape)}")
+    if draw_dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"draw_dtype must be torch.float32 or torch.float64, got {draw_dtype}")
+    return shape, gen, device, d
+
+
+def _draw(n: int, d: int, gen: torch.Generator, device: torch.device | str, radius,
+          orthogonal_to: torch.Tensor | None, ball: bool, draw_dtype: torch.dtype) -> torch.Tensor:
+    """``(n, d)`` points (``draw_dtype``) of the sphere / ball of ``radius``: one ``randn((n, d))``
+    draw, then (ball) one ``rand((n, 1))``, both in ``draw_dtype`` / float64."""
+    g = torch.randn((n, d), generator=gen, dtype=draw_dtype, device=device)
+    if orthogonal_to is None:
+        g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-300)
+        if not ball:
+            return _radii(radius, n, device) * g
+        u = torch.rand((n, 1), generator=gen, dtype=torch.float64, device=device)
+        return (_radii(radius, n, device) * u.pow(1.0 / d)) * g
+    # orthogonal part of g, scaled, in two fused passes over the (n, d) block (the hot path in
+    # large d): c g - c <g, e> e with c = rho / ||g - <g, e> e||
+    e = orthogonal_to.to(device=device, dtype=draw_dtype).reshape(-1, d).expand(n, d)
+    ge = torch.linalg.vecdot(g, e, dim=1).to(torch.float64)
+    gg = torch.linalg.vector_norm(g, dim=1).to(torch.float64).square()
+    perp = (gg - ge * ge).clamp_min(torch.finfo(torch.float64).tiny).sqrt()
+    rho = _radii(radius, n, device)
+    rho = torch.full((n,), rho, dtype=torch.float64, device=device) if isinstance(rho, float) \
+        else rho[:, 0]
+    if ball:
+        v = torch.rand((n, 1), generator=gen, dtype=torch.float64, device=device)
+        rho = rho * v[:, 0].pow(1.0 / (d - 1))
+    c = rho / perp
+    g.mul_(c.to(draw_dtype).unsqueeze(1))
+    return g.addcmul_((-c * ge).to(draw_dtype).unsqueeze(1), e)
+
+
 def uniform_sphere(
     n: int,
     shape: int | Sequence[int],
-    radius: float = 1.0,
+    radius: float | torch.Tensor = 1.0,
     *,
     seed: int | torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
+    orthogonal_to: torch.Tensor | None = None,
+    draw_dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """``n`` points uniform on the sphere of L2 radius ``radius`` in ``R^d``.
 
-    Drawn as ``radius * g / ||g||`` with ``g ~ N(0, I_d)`` (computed in float64
-    for the normalisation, then cast to ``dtype``). Returns ``(n, *shape)``.
+    Drawn as ``radius * g / ||g||`` with ``g ~ N(0, I_d)`` (drawn and normalised in
+    ``draw_dtype``, then cast to ``dtype``). Returns ``(n, *shape)``.
+
+    Args:
+        radius: a scalar or ``n`` per-row radii (input units).
+        seed, device: see the module docstring (the draws are made on the generator's device).
+        orthogonal_to: ``(n, d)`` (or ``(d,)``) unit vectors; row ``i`` is then uniform on the
+            ``(d-2)``-sphere of radius ``radius`` orthogonal to ``orthogonal_to[i]``.
+        draw_dtype: dtype of the Gaussian draw and of the arithmetic on the ``(n, d)`` block
+            (float64; float32 halves the memory traffic in large ``d``, with a different
+            random stream).
     """
-    _check_n(n)
-    shape = _shape(shape)
-    gen = make_generator(seed, device)
-    d = math.prod(shape)
-    g = torch.randn((n, d), generator=gen, dtype=torch.float64, device=device)
-    g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    return (radius * g).to(dtype).reshape((n, *shape))
+    shape, gen, device, d = _setup(n, shape, seed, device, orthogonal_to, draw_dtype)
+    return _draw(n, d, gen, device, radius, orthogonal_to, False, draw_dtype).to(dtype).reshape((n, *shape))
 
 
 def uniform_ball(
     n: int,
     shape: int | Sequence[int],
-    radius: float = 1.0,
+    radius: float | torch.Tensor = 1.0,
     *,
     seed: int | torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
+    orthogonal_to: torch.Tensor | None = None,
+    draw_dtype: torch.dtype = torch.float64,
 ) -> torch.Tensor:
     """``n`` points uniform in the closed L2 ball of radius ``radius`` in ``R^d``.
 
-    Direction uniform on the sphere, radius ``radius * U^(1/d)`` with
-    ``U ~ U(0, 1)`` (so ``(||x|| / radius)^d`` is uniform on [0, 1]).
-    In high ``d`` almost every point lies near the surface. Returns ``(n, *shape)``.
+    Direction uniform on the sphere, radius ``radius * U^(1/k)`` with ``U ~ U(0, 1)`` and ``k``
+    the ball's dimension (so ``(||x|| / radius)^k`` is uniform on [0, 1]); one ``randn((n, d))``
+    draw (``draw_dtype``) then one float64 ``rand((n, 1))``. In high ``d`` almost every point
+    lies near the surface. Returns ``(n, *shape)``.
+
+    Args:
+        radius: a scalar or ``n`` per-row radii (input units).
+        seed, device: see the module docstring (the draws are made on the generator's device).
+        orthogonal_to: ``(n, d)`` (or ``(d,)``) unit vectors; row ``i`` is then uniform in the
+            ``(d-1)``-ball of radius ``radius`` inside the hyperplane orthogonal to
+            ``orthogonal_to[i]`` (``k = d - 1``).
+        draw_dtype: as :func:`uniform_sphere`.
     """
-    _check_n(n)
-    shape = _shape(shape)
-    gen = make_generator(seed, device)
-    d = math.prod(shape)
-    g = torch.randn((n, d), generator=gen, dtype=torch.float64, device=device)
-    g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    u = torch.rand((n, 1), generator=gen, dtype=torch.float64, device=device)
-    r = radius * u.pow(1.0 / d)
-    return (r * g).to(dtype).reshape((n, *shape))
+    shape, gen, device, d = _setup(n, shape, seed, device, orthogonal_to, draw_dtype)
+    return _draw(n, d, gen, device, radius, orthogonal_to, True, draw_dtype).to(dtype).reshape((n, *shape))
 
 
 def uniform_cube(
@@ -107,12 +185,10 @@ def uniform_cube(
     *,
     seed: int | torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """``n`` points uniform in the cube ``[-half_width, half_width]^d``. Returns ``(n, *shape)``."""
-    _check_n(n)
-    shape = _shape(shape)
-    gen = make_generator(seed, device)
+    shape, gen, device, _ = _setup(n, shape, seed, device, None, torch.float64)
     u = torch.rand((n, *shape), generator=gen, dtype=dtype, device=device)
     return (2.0 * u - 1.0) * half_width
 
@@ -124,10 +200,8 @@ def gaussian(
     *,
     seed: int | torch.Generator | None = None,
     dtype: torch.dtype = torch.float32,
-    device: torch.device | str = "cpu",
+    device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """``n`` draws of ``N(0, sigma^2 I_d)``. Returns ``(n, *shape)``."""
-    _check_n(n)
-    shape = _shape(shape)
-    gen = make_generator(seed, device)
+    shape, gen, device, _ = _setup(n, shape, seed, device, None, torch.float64)
     return sigma * torch.randn((n, *shape), generator=gen, dtype=dtype, device=device)

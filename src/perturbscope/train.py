@@ -11,43 +11,23 @@ uniform in the cube ``[-size, size]^d`` (``"cube"``) or in the L2 ball of radius
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+import os
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 
 import torch
 from torch import nn
 
-from perturbscope.models.outputs import binary_scores
+from perturbscope.models.classifier import as_classifier
 from perturbscope.models.pair_cnn import PairCNN
 from perturbscope.progress import progress_bar
 from perturbscope.sampling import make_generator, uniform_ball, uniform_cube
+from perturbscope.train_config import NOISE_KINDS, TrainConfig, matched_ball_radius  # noqa: F401
 from perturbscope.validation import check_images, check_labels
 
-__all__ = ["TrainConfig", "TrainHistory", "train_binary", "train_pair_model", "matched_ball_radius",
-           "is_collapsed"]
-
-NOISE_KINDS = (None, "cube", "ball")
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    """Training settings; the defaults are the paper's (except ``epochs``: paper 100)."""
-
-    epochs: int = 100
-    lr: float = 0.1
-    lr_halve_every: int = 20
-    batch_size: int = 128
-    momentum: float = 0.9
-    seed: int = 0
-    noise: str | None = None
-    noise_size: float = 0.0
-
-    def validate(self) -> None:
-        if self.epochs < 1 or self.batch_size < 1 or self.lr <= 0 or self.lr_halve_every < 1:
-            raise ValueError(f"invalid training settings: {self}")
-        if self.noise not in NOISE_KINDS:
-            raise ValueError(f"noise must be one of {NOISE_KINDS}, got {self.noise!r}")
-        if self.noise is not None and not self.noise_size > 0:
-            raise ValueError(f"noise_size must be > 0 with noise={self.noise!r}")
+__all__ = ["TrainingDivergedError", "TrainConfig", "TrainHistory", "train_binary", "train_pair_model",
+           "matched_ball_radius", "is_collapsed"]
 
 
 @dataclass
@@ -61,15 +41,6 @@ class TrainHistory:
     attempts: int = 1
 
 
-def matched_ball_radius(rho: float, d: int) -> float:
-    """Ball radius whose uniform noise has about the mean L2 norm of cube noise ``U([-rho, rho]^d)``.
-
-    The cube noise has ``E||z||^2 = d rho^2 / 3``; in high ``d`` both norms concentrate, so
-    ``R = rho * sqrt(d / 3)`` (paper Section 7.1.4).
-    """
-    return rho * math.sqrt(d / 3.0)
-
-
 def _add_noise(xb: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
     if cfg.noise == "cube":
         return xb + uniform_cube(xb.shape[0], xb.shape[1:], cfg.noise_size, seed=gen, dtype=xb.dtype)
@@ -78,11 +49,59 @@ def _add_noise(xb: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torc
     return xb
 
 
+class TrainingDivergedError(FloatingPointError, ValueError):
+    """The loss or the weights became NaN or infinite during training."""
+
+
+def _finite_weights(model: nn.Module) -> bool:
+    return all(bool(torch.isfinite(p).all()) for p in model.parameters())
+
+
+def _save_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
+                epoch: int, hist: TrainHistory, cfg: TrainConfig) -> None:
+    """Everything needed to continue training after ``epoch`` epochs (plain data and tensors only)."""
+    from perturbscope.fileio import atomic_write
+
+    state = {"format": "perturbscope-train-state", "config": asdict(cfg), "epochs_done": epoch,
+             "model": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+             "optimizer": opt.state_dict(), "generator": gen.get_state(),
+             "history": {"loss": hist.loss, "accuracy": hist.accuracy, "lr": hist.lr}}
+    atomic_write(path, lambda t: torch.save(state, t))
+
+
+def _load_state(path: Path, model: nn.Module, opt: torch.optim.Optimizer, gen: torch.Generator,
+                hist: TrainHistory, cfg: TrainConfig) -> int:
+    """Restore a state written by :func:`_save_state`; returns the epochs already done (0 if none)."""
+    if not path.is_file():
+        return 0
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or state.get("format") != "perturbscope-train-state":
+        raise ValueError(f"resume file {path} is not a perturbscope training state")
+    if state["config"] != asdict(cfg):
+        raise ValueError(f"resume file {path} was written with other training settings "
+                         f"({state['config']}); delete it or use another path")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    gen.set_state(state["generator"])
+    hist.loss, hist.accuracy, hist.lr = (list(state["history"][k]) for k in ("loss", "accuracy", "lr"))
+    return int(state["epochs_done"])
+
+
 def train_binary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: TrainConfig | None = None,
-                 *, progress: bool = True, device: str | torch.device = "cpu") -> TrainHistory:
+                 *, progress: bool = True, device: str | torch.device = "cpu",
+                 resume: str | os.PathLike | None = None,
+                 on_epoch: Callable[[int, TrainHistory, nn.Module], None] | None = None) -> TrainHistory:
     """Train a binary sigmoid ``model`` in place on ``x`` ``(N, C, H, W)`` in [0, 1], ``y`` ``(N,)`` 0/1.
 
     Seeded: the same seed, data and device give the same weights. Leaves the model in eval mode.
+
+    Args:
+        resume: optional file of resumable state, rewritten atomically after every epoch (model,
+            optimiser, batching generator, history). If it exists, training continues from it, so
+            an interrupted run started again with the same settings ends with the same weights
+            as an uninterrupted one.
+        on_epoch: called after every epoch with ``(epochs_done, history, model)`` (the model is
+            in train mode; a callback that evaluates it must restore that).
     """
     cfg = config or TrainConfig()
     cfg.validate()
@@ -94,9 +113,13 @@ def train_binary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Tra
     hist = TrainHistory()
     n = x.shape[0]
     steps_per_epoch = math.ceil(n / cfg.batch_size)
+    state_path = Path(resume) if resume is not None else None
+    done = _load_state(state_path, model, opt, gen, hist, cfg) if state_path is not None else 0
+    clf = as_classifier(model, "sigmoid")
     model.train()
     with progress_bar("training", cfg.epochs * steps_per_epoch, progress) as advance:
-        for epoch in range(cfg.epochs):
+        advance(done * steps_per_epoch)
+        for epoch in range(done, cfg.epochs):
             lr = cfg.lr * 0.5 ** (epoch // cfg.lr_halve_every)
             for group in opt.param_groups:
                 group["lr"] = lr
@@ -106,7 +129,7 @@ def train_binary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Tra
                 idx = perm[start:start + cfg.batch_size]
                 xb = _add_noise(x[idx], cfg, gen).to(device)
                 yb = y[idx].to(device)
-                prob = binary_scores(model(xb), "sigmoid")
+                prob = clf.raw(xb)  # the module's own probability (N,), checked
                 loss = ((prob - yb.to(prob.dtype)) ** 2).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -117,8 +140,15 @@ def train_binary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Tra
             hist.loss.append(total_loss / n)
             hist.accuracy.append(100.0 * total_correct / n)
             hist.lr.append(lr)
-            if not math.isfinite(hist.loss[-1]):
-                raise FloatingPointError(f"training diverged at epoch {epoch + 1} (loss {hist.loss[-1]})")
+            if not math.isfinite(hist.loss[-1]) or not _finite_weights(model):
+                raise TrainingDivergedError(
+                    f"training diverged at epoch {epoch + 1} (mean loss {hist.loss[-1]}, weights "
+                    f"{'finite' if _finite_weights(model) else 'NaN or infinite'}): lower the learning "
+                    f"rate (lr={cfg.lr}); nothing was saved")
+            if state_path is not None:
+                _save_state(state_path, model, opt, gen, epoch + 1, hist, cfg)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, hist, model)
     model.eval()
     return hist
 
@@ -129,9 +159,7 @@ def is_collapsed(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int 
     MSE on a sigmoid can stall with the output saturated at one class (the gradient vanishes);
     this is the test for that failure: training accuracy <= majority-class rate + 1 point.
     """
-    from perturbscope.models.runtime import predict
-
-    pred = torch.cat([predict(model, x[i:i + batch], "sigmoid") for i in range(0, x.shape[0], batch)])
+    pred = as_classifier(model, "sigmoid").predict(x, batch)
     acc = float((pred.cpu() == y.cpu()).double().mean())
     majority = max(float(y.double().mean()), 1.0 - float(y.double().mean()))
     return acc <= majority + 0.01

@@ -5,7 +5,7 @@ the linearised polytope around its reference class ``k0``; the loop stops as soo
 label at the current point differs from ``k0``. The returned perturbation carries the
 overshoot ``(1 + overshoot) * r_total`` (the point at which the label was checked).
 
-Conventions (see :mod:`perturbscope.models.outputs`): multi-class models return ``(N, K)``
+Conventions (see :mod:`perturbscope.models.classifier`): multi-class models return ``(N, K)``
 logits (``output="logits"``); binary models return a probability (``"sigmoid"``) or a
 pre-sigmoid score (``"logit"``) and are run through their two-logit form ``(-z/2, z/2)``, for
 which DeepFool reduces to the binary rule ``r = -z * grad z / ||grad z||^2``. Models with a
@@ -32,191 +32,98 @@ boundary: median crossing at 0.998 of the perturbation); backing off the first s
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
-from torch import nn
 
-from perturbscope.models.outputs import check_output_kind, two_logits
-from perturbscope.models.runtime import eval_mode
-from perturbscope.validation import check_bounds
+from perturbscope.attacks.base import Attack, RunOutput, register_attack
+from perturbscope.models.classifier import Classifier
+from perturbscope.validation import check_float, check_int
 
-__all__ = ["DeepFoolResult", "deepfool", "logits_function", "STEP_EPS"]
+__all__ = ["DeepFool", "STEP_EPS"]
 
 #: Added to every step length (pixel units), as in the LTS4 reference code and foolbox,
 #: so that the linearised step lands just past the face rather than on it.
 STEP_EPS = 1e-4
 
-Norm = Literal["l2", "linf"]
+NORMS = ("l2", "linf")
 
 
-@dataclass
-class DeepFoolResult:
-    """Outcome of :func:`deepfool` for ``N`` inputs of shape ``shape``.
+@register_attack
+@dataclass(frozen=True)
+class DeepFool(Attack):
+    """Minimal-norm DeepFool perturbations, batched over inputs.
+
+    Works on every output kind: binary models are run through their two-logit form
+    (:class:`~perturbscope.models.classifier.Classifier`), for which DeepFool reduces to the
+    binary rule ``r = -z grad z / ||grad z||^2``.
 
     Attributes:
-        perturbation: ``(N, *shape)`` total perturbation, overshoot included (pixel units).
-            Zero for inputs already misclassified w.r.t. ``labels``.
-        l1, l2, linf: ``(N,)`` norms of ``perturbation`` on the flattened input.
-        success: ``(N,)`` bool, label of ``x + perturbation`` differs from the reference label.
-        iterations: ``(N,)`` int64 number of linearisation steps taken.
-        labels: ``(N,)`` reference labels (``labels`` argument, or the clean predictions).
-        adv_labels: ``(N,)`` predicted labels at ``x + perturbation``.
-        forwards: total model forward passes (batched calls count once per image row).
-    """
-
-    perturbation: torch.Tensor
-    l1: torch.Tensor
-    l2: torch.Tensor
-    linf: torch.Tensor
-    success: torch.Tensor
-    iterations: torch.Tensor
-    labels: torch.Tensor
-    adv_labels: torch.Tensor
-    forwards: int = 0
-
-    def norm(self, p: str | float) -> torch.Tensor:
-        """The ``(N,)`` norms for ``p`` in ``{1, 2, inf}`` (or ``"l1"``, ``"l2"``, ``"linf"``)."""
-        key = {1: "l1", 2: "l2", float("inf"): "linf", "1": "l1", "2": "l2", "inf": "linf",
-               "l1": "l1", "l2": "l2", "linf": "linf"}.get(p)
-        if key is None:
-            raise ValueError(f"p must be 1, 2, inf, 'l1', 'l2' or 'linf', got {p!r}")
-        return getattr(self, key)
-
-
-def logits_function(model: nn.Module | Callable, output: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A callable ``x -> (N, K)`` logits for ``model`` under output convention ``output``."""
-    check_output_kind(output)
-    if output == "logits":
-        return model
-    if hasattr(model, "logit"):
-        return lambda x: two_logits(model.logit(x), "logit")
-    return lambda x: two_logits(model(x), output)
-
-
-def _validate(x: torch.Tensor, labels, norm: str, overshoot: float, max_iter: int,
-              num_classes: int, batch_size: int, bounds) -> None:
-    if not isinstance(x, torch.Tensor) or x.ndim < 2:
-        raise ValueError(f"x must be a tensor of shape (N, *shape), got "
-                         f"{getattr(x, 'shape', type(x))}")
-    if not x.is_floating_point():
-        raise ValueError(f"x must be a floating-point tensor, got dtype {x.dtype}")
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or infinite values")
-    if labels is not None:
-        if not isinstance(labels, torch.Tensor) or labels.shape != (x.shape[0],):
-            raise ValueError(f"labels must be a tensor of shape ({x.shape[0]},), got "
-                             f"{getattr(labels, 'shape', type(labels))}")
-    if norm not in ("l2", "linf"):
-        raise ValueError(f"norm must be 'l2' or 'linf', got {norm!r}")
-    if not overshoot >= 0:
-        raise ValueError(f"overshoot must be >= 0, got {overshoot}")
-    if not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
-    if not isinstance(num_classes, int) or num_classes < 2:
-        raise ValueError(f"num_classes (candidate classes) must be an int >= 2, got {num_classes!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if bounds is not None:
-        check_bounds(bounds)
-
-
-def deepfool(
-    model: nn.Module | Callable,
-    x: torch.Tensor,
-    *,
-    output: str = "logits",
-    labels: torch.Tensor | None = None,
-    norm: Norm = "l2",
-    overshoot: float = 0.02,
-    max_iter: int = 50,
-    num_classes: int = 10,
-    batch_size: int = 256,
-    bounds: tuple[float, float] | None = None,
-    step_scale: float = 1.0,
-    first_step_backoff: float = 0.8,
-) -> DeepFoolResult:
-    """Minimal-norm DeepFool perturbations for a batch of inputs.
-
-    Args:
-        model: classifier; its output convention is ``output``. Put in eval mode for the
-            run and restored to its previous mode afterwards.
-        x: ``(N, *shape)`` float inputs (pixel units, usually in [0, 1]).
-        output: ``"logits"`` (``(N, K)``), ``"sigmoid"`` or ``"logit"`` (binary).
-        labels: ``(N,)`` reference classes to move away from; default: the clean predictions.
-            Inputs already predicted differently from ``labels`` get a zero perturbation and
-            count as successes after 0 iterations.
         norm: ``"l2"`` or ``"linf"``: the norm whose nearest linearised face is sought.
         overshoot: ``eta``; the label is checked at ``x + (1 + eta) * r_total`` (paper: 0.02).
         max_iter: iteration cap per input.
-        num_classes: candidate classes, the reference class plus the top ``num_classes - 1``
-            other classes by clean logits (LTS4 reference: 10). Binary models use 2.
-        batch_size: inputs processed together (memory bound; results do not depend on it).
-        bounds: optional ``(lo, hi)`` box of valid inputs. If given, the step ignores gradient
-            components that push a pixel already at a bound further out, ``x + r_total`` is
-            projected onto the box after every step, each linearisation point
-            ``x + (1 + overshoot) r_total`` is clipped to it, and ``x + perturbation`` lies in
-            the box. Without the first rule (foolbox's clipping) iterates can stall just short
-            of the boundary on images with many saturated pixels.
+        candidates: rival classes followed besides the reference class: the top ``candidates``
+            other classes by clean logits (LTS4 reference: 9, i.e. 10 classes in all). Binary
+            models have one rival.
         step_scale: fraction of the linearised step taken per iteration, in (0, 1]. 1 is
             DeepFool as published (exact in one step on affine models). Smaller values take
-            more, shorter steps; on ReLU networks they often end at a markedly smaller
-            perturbation (benchmarks/bench_universal.py: median L2 2.24 at 0.5 against 3.06 at
-            1, both with the default back-off) for about 4x the CPU time.
+            more, shorter steps; on ReLU networks they often end at a smaller perturbation for
+            several times the cost (measured: docs/universal.md).
         first_step_backoff: fraction ``b`` in (0, 1] of the first step kept when that step did
-            not flip the label: before the second step is added, ``r_tot <- b * r_1`` (the second
-            step is still the one aimed from the full first step's point; no extra model
-            evaluation). The first step, aimed by the gradient at the clean input, is the
-            longest and the least accurate one on a curved boundary, and DeepFool never takes
-            back what a step added; ``b < 1`` lets the later, better-aimed steps build the rest.
-            Inputs flipped by the first step (every input of an affine model) are unchanged, so
-            DeepFool stays exact in one step there; ``b = 1`` is DeepFool as published. A
-            heuristic, not in the paper: on the Fashion-MNIST pair network of
-            benchmarks/bench_universal.py, 0.8 gives a median L2 about 11% smaller than
-            ``b = 1`` (5% smaller than foolbox's L2DeepFoolAttack) for about 15% more passes.
+            not flip the label: before the second step is added, ``r_tot <- b * r_1`` (no extra
+            model evaluation). Inputs flipped by the first step (every input of an affine model)
+            are unchanged, so DeepFool stays exact in one step there; ``b = 1`` is DeepFool as
+            published. A heuristic, not in the paper (measured effect: docs/universal.md).
+        clip: box-aware steps inside the classifier's bounds: gradient components that push a
+            pixel already at a bound further out are dropped before the step is aimed,
+            ``x + r_total`` is projected onto the box after every step and every linearisation
+            point is clipped to it. Without the first rule (foolbox's clipping) iterates can
+            stall just short of the boundary on images with many saturated pixels.
 
-    Returns:
-        :class:`DeepFoolResult`. Norms are on the flattened perturbation, in pixel units.
+    ``result.iterations`` holds the linearisation steps per input.
     """
-    _validate(x, labels, norm, overshoot, max_iter, num_classes, batch_size, bounds)
-    if not (isinstance(step_scale, int | float) and 0 < step_scale <= 1):
-        raise ValueError(f"step_scale must be in (0, 1], got {step_scale!r}")
-    if not (isinstance(first_step_backoff, int | float) and 0 < first_step_backoff <= 1):
-        raise ValueError(f"first_step_backoff must be in (0, 1], got {first_step_backoff!r}")
-    f = logits_function(model, output)
-    mode = eval_mode(model) if isinstance(model, nn.Module) else contextlib.nullcontext()
-    with mode:
+
+    name = "deepfool"
+    iterates = True
+    norm: str = "l2"
+    overshoot: float = 0.02
+    max_iter: int = 50
+    candidates: int = 9
+    step_scale: float = 1.0
+    first_step_backoff: float = 0.8
+
+    def validate(self) -> None:
+        if self.norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {self.norm!r}")
+        check_float("overshoot", self.overshoot, low=0.0)
+        check_int("max_iter", self.max_iter, minimum=1)
+        check_int("candidates", self.candidates, minimum=1)
+        check_float("step_scale", self.step_scale, low=0.0, high=1.0, low_open=True)
+        check_float("first_step_backoff", self.first_step_backoff, low=0.0, high=1.0, low_open=True)
+
+    def _run(self, clf: Classifier, x: torch.Tensor, y: torch.Tensor) -> RunOutput:
+        box = clf.bounds if self.clip else None
         parts = [
-            _deepfool_chunk(f, x[i:i + batch_size],
-                            None if labels is None else labels[i:i + batch_size],
-                            norm, float(overshoot), max_iter, num_classes, bounds,
-                            float(step_scale), float(first_step_backoff))
-            for i in range(0, x.shape[0], batch_size)
+            _deepfool_chunk(clf.logits, x[i:i + self.batch_size], y[i:i + self.batch_size], self.norm,
+                            float(self.overshoot), self.max_iter, self.candidates + 1, box,
+                            float(self.step_scale), float(self.first_step_backoff),
+                            _binary_labels if clf.binary else None)
+            for i in range(0, x.shape[0], self.batch_size)
         ]
-    if not parts:
-        empty = x.new_zeros((0,))
-        return DeepFoolResult(x.clone(), empty, empty, empty, empty.bool(), empty.long(),
-                              empty.long(), empty.long(), 0)
-    pert = torch.cat([p[0] for p in parts])
-    flat = pert.reshape(pert.shape[0], -1)
-    return DeepFoolResult(
-        perturbation=pert,
-        l1=flat.abs().sum(1),
-        l2=flat.norm(dim=1),
-        linf=flat.abs().amax(1),
-        success=torch.cat([p[1] for p in parts]),
-        iterations=torch.cat([p[2] for p in parts]),
-        labels=torch.cat([p[3] for p in parts]),
-        adv_labels=torch.cat([p[4] for p in parts]),
-        forwards=sum(p[5] for p in parts),
-    )
+        pert = torch.cat([p[0] for p in parts])
+        iterations = torch.cat([p[2] for p in parts])
+        forwards = sum(p[5] for p in parts)
+        gradients = sum(p[6] for p in parts)
+        return RunOutput(pert, torch.cat([p[1] for p in parts]), forwards, gradients, iterations)
+
+
+def _binary_labels(logits: torch.Tensor) -> torch.Tensor:
+    """Labels of two-logit scores ``(-z/2, z/2)`` with the binary models' rule (``z >= 0`` is 1)."""
+    return (logits[:, 1] >= logits[:, 0]).long()
 
 
 def _deepfool_chunk(f, x0, labels, norm, overshoot, max_iter, num_classes, bounds, step_scale=1.0,
-                    backoff=1.0):
+                    backoff=1.0, label_fn=None):
     n = x0.shape[0]
     shape = x0.shape[1:]
     x0 = x0.detach()
@@ -235,10 +142,11 @@ def _deepfool_chunk(f, x0, labels, norm, overshoot, max_iter, num_classes, bound
     if clean.ndim != 2 or clean.shape[0] != n or clean.shape[1] < 2:
         raise ValueError(f"model must give (N, K >= 2) logits under this output convention, "
                          f"got shape {tuple(clean.shape)}")
-    forwards = n
+    forwards, gradients = n, 0
     k = clean.shape[1]
     clean_d = clean.detach()
-    pred = clean_d.argmax(1)
+    label_fn = label_fn or (lambda t: t.argmax(1))
+    pred = label_fn(clean_d)
     ref = pred if labels is None else labels.to(pred.device).long()
     if labels is not None and ((ref < 0) | (ref >= k)).any():
         raise ValueError(f"labels must lie in [0, {k - 1}]")
@@ -278,12 +186,13 @@ def _deepfool_chunk(f, x0, labels, norm, overshoot, max_iter, num_classes, bound
             for j in range(c - 1):  # one backward per candidate, all images at once
                 (g,) = torch.autograd.grad(diffs[:, j].sum(), xa, retain_graph=j < c - 2)
                 grads.append((g if rows is None else g[rows]).reshape(idx.numel(), -1))
+        gradients += idx.numel() * (c - 1)
         first = None  # free the clean pass's graph
         xa = xa.detach() if rows is None else xa.detach()[rows]
         w = torch.stack(grads, dim=1)  # (m, c-1, d)
         fd = diffs.detach()
         # labels at the current point: stop rows that have flipped already
-        cur = logits.detach().argmax(1)
+        cur = label_fn(logits.detach())
         flipped = cur != ref[idx]
         adv_labels[idx] = cur
         if flipped.any():
@@ -335,7 +244,7 @@ def _deepfool_chunk(f, x0, labels, norm, overshoot, max_iter, num_classes, bound
     idx = active.nonzero().flatten()
     if idx.numel():
         with torch.no_grad():
-            cur = f(point(idx)).argmax(1)
+            cur = label_fn(f(point(idx)))
         forwards += idx.numel()
         adv_labels[idx] = cur
     x_adv = x0 + scale * r_tot
@@ -343,4 +252,4 @@ def _deepfool_chunk(f, x0, labels, norm, overshoot, max_iter, num_classes, bound
         x_adv = x_adv.clamp(*bounds)
     pert = (x_adv - x0).detach()
     success = adv_labels != ref
-    return pert, success, iterations, ref, adv_labels, forwards
+    return pert, success, iterations, ref, adv_labels, forwards, gradients

@@ -9,143 +9,306 @@ For each input ``x`` with label ``l``::
 bisection then shrinks ``s*`` inside ``(s_{k-1}, s_k]`` until the bracket is below
 ``refine_tol`` (the returned perturbation still flips the prediction).
 
-Scales are tried in increasing chunks and an image leaves the search at its first flip, so the
-result is exactly the paper's smallest flipping grid point while images that flip early cost
-fewer than ``steps`` forwards.
+Two searches give the paper's answer, the smallest flipping grid point:
+
+``search="grid"`` (exact)
+    scales are tried in increasing chunks of ``chunk`` and an image leaves the search at its
+    first flip; images that flip early cost fewer than ``steps`` forwards, images that never
+    flip cost ``steps``.
+``search="coarse"``
+    every ``stride``-th grid point first (early exit as above), then a bisection on the grid
+    inside the first flipping coarse interval (``log2(stride)`` forwards). It returns the exact
+    grid's answer unless the prediction flips and flips back between two coarse points, or
+    flips back inside the bisected interval. The model's margin is recorded at the clean input
+    and at every coarse point; an island needs the margin to fall below zero and come back
+    within one coarse interval, so every interval before the first coarse flip whose end margins
+    are small compared with how fast the margin changes between coarse points (see
+    ``island_factor``) is scanned on the exact grid (``extras["rescanned"]``). An island in an
+    interval with large margins at both ends, or an earlier crossing inside the bisected interval,
+    is not seen; how often the two searches disagree on trained networks is measured in
+    docs/audit.md ("Line search: coarse vs grid").
+
+A saturated sigmoid makes the MSE gradient exactly zero in floating point (for ``|z| > ~17`` in
+float32, ``sigmoid(z)`` rounds to 0 or 1). With ``saturated="fail"`` (the paper's literal
+protocol) such an input is "not susceptible"; with ``saturated="logit"`` the direction is taken
+from the gradient of the logit margin instead, which is the same direction wherever the MSE
+gradient is not zero (``grad L = 2 (p - l) sigmoid'(z) grad z``) and does not underflow. Which
+inputs needed it is reported in ``result.extras["gradient_fallback"]``.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from perturbscope.attacks.result import AttackResult
-from perturbscope.models.outputs import binary_scores, predict_labels
-from perturbscope.models.runtime import eval_mode, model_device, resolve_output
-from perturbscope.validation import check_images, check_labels
+from perturbscope.attacks.base import Attack, RunOutput, register_attack
+from perturbscope.models.classifier import Classifier
+from perturbscope.validation import check_float, check_int
 
-__all__ = ["loss_gradient_direction", "gradient_line_search"]
+__all__ = ["LineSearch", "loss_gradient_direction", "SATURATED_POLICIES"]
+
+SATURATED_POLICIES = ("fail", "logit")
+SEARCHES = ("grid", "coarse")
 
 
-def _mse_loss(out: torch.Tensor, y: torch.Tensor, output: str) -> torch.Tensor:
+def _mse_loss(clf: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """Sum over the batch of the paper's MSE loss between the model's probabilities and the label."""
-    if output == "logits":
-        prob = torch.softmax(out, dim=1)
+    prob = clf.probabilities(x)
+    if prob.ndim == 2:
         target = torch.nn.functional.one_hot(y, prob.shape[1]).to(prob.dtype)
         return ((prob - target) ** 2).sum()
-    s = binary_scores(out, output)
-    prob = torch.sigmoid(s) if output == "logit" else s
     return ((prob - y.to(prob.dtype)) ** 2).sum()
 
 
-def loss_gradient_direction(model: nn.Module, x: torch.Tensor, y: torch.Tensor, output: str,
-                            batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
-    """Unit L2 directions ``(N, *shape)`` of the loss gradient, and a ``(N,)`` mask of nonzero ones.
+def _unit_rows(g: torch.Tensor, sign: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    flat = sign * g.reshape(g.shape[0], -1).double()
+    n = flat.norm(dim=1)
+    good = (n > 0) & torch.isfinite(n)
+    unit = flat / torch.where(good, n, torch.ones_like(n)).unsqueeze(1)
+    unit[~good] = 0
+    return unit, good
 
-    Rows whose gradient is exactly zero (a saturated output) get a zero direction.
-    The model must already be in the mode the caller wants (normally eval).
+
+def loss_gradient_direction(clf: Classifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
+                            saturated: str = "fail") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Unit L2 directions ``(N, *shape)`` of the paper's loss gradient.
+
+    Returns ``(directions, ok, fallback)``: ``ok`` ``(N,)`` marks nonzero directions, ``fallback``
+    the rows whose MSE gradient was exactly zero and whose direction came from the logit margin
+    (only with ``saturated="logit"``). Rows with no usable direction are zero. The classifier
+    must already be in the mode the caller wants (normally eval).
     """
     dirs = torch.empty_like(x)
     ok = torch.empty(x.shape[0], dtype=torch.bool, device=x.device)
+    fallback = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
     with torch.inference_mode(False), torch.enable_grad():
         for start in range(0, x.shape[0], batch_size):
-            xb = x[start:start + batch_size].clone().requires_grad_(True)
-            loss = _mse_loss(model(xb), y[start:start + batch_size], output)
-            (g,) = torch.autograd.grad(loss, xb)
-            flat = g.reshape(g.shape[0], -1).double()
-            n = flat.norm(dim=1)
-            good = (n > 0) & torch.isfinite(n)
-            unit = flat / torch.where(good, n, torch.ones_like(n)).unsqueeze(1)
-            unit[~good] = 0
-            dirs[start:start + batch_size] = unit.to(x.dtype).reshape(g.shape)
-            ok[start:start + batch_size] = good
-    return dirs, ok
+            sl = slice(start, start + batch_size)
+            xb = x[sl].clone().requires_grad_(True)
+            (g,) = torch.autograd.grad(_mse_loss(clf, xb, y[sl]), xb)
+            unit, good = _unit_rows(g)
+            if saturated == "logit" and not good.all():
+                bad = (~good).nonzero()[:, 0]
+                xz = x[sl][bad].clone().requires_grad_(True)
+                (gz,) = torch.autograd.grad(clf.margin(xz, y[sl][bad]).sum(), xz)
+                unit_z, good_z = _unit_rows(gz, sign=-1.0)  # the margin decreases towards a flip
+                unit[bad], good[bad] = unit_z, good_z
+                fb = torch.zeros_like(good)
+                fb[bad] = good_z
+                fallback[sl] = fb
+            dirs[sl] = unit.to(x.dtype).reshape(g.shape)
+            ok[sl] = good
+    return dirs, ok, fallback
 
 
-def _flips(model: nn.Module, xs: torch.Tensor, ys: torch.Tensor, output: str, batch_size: int
-           ) -> torch.Tensor:
-    out = torch.empty(xs.shape[0], dtype=torch.bool, device=xs.device)
-    for start in range(0, xs.shape[0], batch_size):
-        pred = predict_labels(model(xs[start:start + batch_size]), output)
-        out[start:start + batch_size] = pred != ys[start:start + batch_size]
-    return out
+@register_attack
+@dataclass(frozen=True)
+class LineSearch(Attack):
+    """The paper's gradient line search (L2, unclipped by default).
 
-
-def gradient_line_search(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    output: str | None = None,
-    s_max: float = 10.0,
-    steps: int = 256,
-    refine_tol: float | None = None,
-    batch_size: int = 256,
-    chunk: int = 32,
-    bounds: tuple[float, float] | None = (0.0, 1.0),
-) -> AttackResult:
-    """Run the paper's line-search attack on inputs ``x`` ``(N, ...)`` with labels ``y`` ``(N,)``.
-
-    Args:
-        model: any ``nn.Module``; run in eval mode, its own mode restored afterwards; not moved.
-        output: ``"sigmoid"``, ``"logit"`` or ``"logits"`` (default: ``model.output_kind``).
+    Attributes:
         s_max: largest L2 scale tried, in pixel units (default 10; the paper's value is lost).
         steps: number of equally spaced scales ``s_max * k / steps``, ``k = 1..steps`` (paper: 256).
         refine_tol: if set, bisect the flipping bracket to this L2 width (pixel units).
-        batch_size: images per forward pass.
-        chunk: scales tried per round before images that flipped leave the search.
-        bounds: declared value range of ``x``, checked (perturbations are not clipped, as in
-            the paper); ``None`` skips the check.
+        chunk: scales tried per round before inputs that flipped leave the search.
+        saturated: ``"fail"`` (paper: a zero MSE gradient means not susceptible) or ``"logit"``
+            (take the direction from the logit margin; see the module docstring).
+        search: ``"grid"`` (exact early-exit scan) or ``"coarse"`` (coarse grid + bisection,
+            monotonicity-checked; see the module docstring).
+        stride: grid points per coarse step for ``search="coarse"``.
+        island_factor: ``search="coarse"`` scans the grid points of a coarse interval before the
+            first coarse flip when ``m_left + m_right < island_factor * max |m_{i+1} - m_i|``
+            (margins at its ends, largest change of the margin between coarse points).
 
-    Returns:
-        :class:`AttackResult`; ``success`` is False where no scale up to ``s_max`` flips the
-        prediction or the gradient is zero.
+    ``result.extras``: ``gradient_fallback`` and ``zero_gradient`` (``(N,)`` bool), and for
+    ``search="coarse"`` ``rescanned`` (``(N,)`` bool: searched again on the exact grid).
     """
-    output = resolve_output(model, output)
-    check_images(x, bounds)
-    y = check_labels(y, x.shape[0])
-    if steps < 1 or s_max <= 0:
-        raise ValueError(f"need steps >= 1 and s_max > 0, got steps={steps}, s_max={s_max}")
-    if refine_tol is not None and refine_tol <= 0:
-        raise ValueError(f"refine_tol must be > 0, got {refine_tol}")
-    device = model_device(model)
-    x, y = x.to(device), y.to(device)
-    n = x.shape[0]
-    with eval_mode(model):
-        direction, ok = loss_gradient_direction(model, x, y, output, batch_size)
-        forwards = n
-        k_found = torch.zeros(n, dtype=torch.long, device=device)  # 0 = not found
+
+    name = "line-search"
+    s_max: float = 10.0
+    steps: int = 256
+    refine_tol: float | None = None
+    chunk: int = 32
+    saturated: str = "fail"
+    search: str = "grid"
+    stride: int = 16
+    island_factor: float = 4.0
+
+    def validate(self) -> None:
+        check_float("s_max", self.s_max, low=0.0, low_open=True)
+        check_int("steps", self.steps, minimum=1)
+        check_int("chunk", self.chunk, minimum=1)
+        if self.refine_tol is not None:
+            check_float("refine_tol", self.refine_tol, low=0.0, low_open=True)
+        check_int("stride", self.stride, minimum=1)
+        check_float("island_factor", self.island_factor, low=0.0)
+        if self.search not in SEARCHES:
+            raise ValueError(f"search must be one of {SEARCHES}, got {self.search!r}")
+        if self.saturated not in SATURATED_POLICIES:
+            raise ValueError(f"saturated must be one of {SATURATED_POLICIES}, got {self.saturated!r}")
+
+    def _flips(self, clf: Classifier, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(xs.shape[0], dtype=torch.bool, device=xs.device)
+        b = self.batch_size
+        for start in range(0, xs.shape[0], b):
+            xb = xs[start:start + b]
+            if self.clip and clf.bounds is not None:
+                xb = xb.clamp(*clf.bounds)
+            out[start:start + b] = clf.labels_of(clf.raw(xb)) != ys[start:start + b]
+        return out
+
+    def _margins(self, clf: Classifier, xs: torch.Tensor, ys: torch.Tensor
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Margins (float64) and flips of ``xs`` against ``ys``, in batches."""
+        m = torch.empty(xs.shape[0], dtype=torch.float64, device=xs.device)
+        f = torch.empty(xs.shape[0], dtype=torch.bool, device=xs.device)
+        b = self.batch_size
+        for start in range(0, xs.shape[0], b):
+            xb = xs[start:start + b]
+            if self.clip and clf.bounds is not None:
+                xb = xb.clamp(*clf.bounds)
+            mb, lab = clf.margin_and_labels(xb, ys[start:start + b])
+            m[start:start + b] = mb.double()
+            f[start:start + b] = lab != ys[start:start + b]
+        return m, f
+
+    def _points(self, x: torch.Tensor, direction: torch.Tensor, rows: torch.Tensor, ks: torch.Tensor,
+                step: float) -> torch.Tensor:
+        """``x[rows] + s_k v[rows]`` for every row and every ``k`` in ``ks`` (row-major), the scale
+        computed exactly as the returned perturbation is."""
+        nd = x.ndim
+        scales = (ks.to(x.dtype) * step).view(1, -1, *([1] * (nd - 1)))
+        xs = x[rows].unsqueeze(1) + scales * direction[rows].unsqueeze(1)
+        return xs.reshape(-1, *x.shape[1:])
+
+    def _grid_scan(self, clf: Classifier, x: torch.Tensor, y: torch.Tensor, direction: torch.Tensor,
+                   rows: torch.Tensor, k_max: torch.Tensor, step: float) -> tuple[torch.Tensor, int]:
+        """Exact early-exit scan of grid points ``1..k_max[i]`` for ``rows``; 0 where none flips."""
+        k_found = torch.zeros(rows.numel(), dtype=torch.long, device=x.device)
+        active = torch.arange(rows.numel(), device=x.device)
+        forwards = 0
+        top = int(k_max.max()) if k_max.numel() else 0
+        for k0 in range(1, top + 1, self.chunk):
+            active = active[k_max[active] >= k0]
+            if active.numel() == 0:
+                break
+            ks = torch.arange(k0, min(k0 + self.chunk, top + 1), device=x.device)
+            xs = self._points(x, direction, rows[active], ks, step)
+            ys = y[rows[active]].repeat_interleave(len(ks))
+            flips = self._flips(clf, xs, ys).view(len(active), len(ks))
+            flips &= ks.view(1, -1) <= k_max[active].view(-1, 1)
+            forwards += xs.shape[0]
+            hit = flips.any(1)
+            k_found[active[hit]] = ks[flips.to(torch.int8).argmax(1)[hit]]
+            active = active[~hit]
+        return k_found, forwards
+
+    def _coarse_search(self, clf: Classifier, x: torch.Tensor, y: torch.Tensor, direction: torch.Tensor,
+                       rows: torch.Tensor, step: float) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Coarse grid + bisection for ``rows``; returns ``(k_found, rescanned, forwards)``."""
+        dev = x.device
+        coarse = list(range(self.stride, self.steps + 1, self.stride))
+        if not coarse or coarse[-1] != self.steps:
+            coarse.append(self.steps)
+        points = torch.tensor([0, *coarse], device=dev)  # grid index of each coarse point, 0 = clean
+        r, c = rows.numel(), len(coarse)
+        margins = torch.full((r, c + 1), math.nan, dtype=torch.float64, device=dev)
         with torch.inference_mode():
-            active = ok.nonzero()[:, 0]
-            step = s_max / steps
-            for k0 in range(1, steps + 1, chunk):
-                if active.numel() == 0:
+            margins[:, 0] = self._margins(clf, x[rows], y[rows])[0]
+        forwards = r
+        first = torch.full((r,), c + 1, dtype=torch.long, device=dev)  # coarse position of the first flip
+        active = torch.arange(r, device=dev)
+        per_round = max(1, self.chunk // self.stride)
+        for c0 in range(1, c + 1, per_round):
+            if active.numel() == 0:
+                break
+            pos = torch.arange(c0, min(c0 + per_round, c + 1), device=dev)
+            xs = self._points(x, direction, rows[active], points[pos], step)
+            m, flips = self._margins(clf, xs, y[rows[active]].repeat_interleave(len(pos)))
+            m, flips = m.view(len(active), len(pos)), flips.view(len(active), len(pos))
+            forwards += xs.shape[0]
+            margins[active.view(-1, 1), pos.view(1, -1)] = torch.where(flips, -m.abs().clamp_min(1e-300), m)
+            hit = flips.any(1)
+            first[active[hit]] = pos[flips.to(torch.int8).argmax(1)[hit]]
+            active = active[~hit]
+        # intervals before the first coarse flip where the margin comes close to zero compared with
+        # how fast it changes: a flip island could hide there, so those grid points are scanned
+        left, right = margins[:, :-1], margins[:, 1:]
+        change = (right - left).abs()
+        scale = torch.nan_to_num(change, nan=0.0).amax(1, keepdim=True)
+        before = torch.arange(1, c + 1, device=dev).view(1, -1) < first.view(-1, 1)
+        risky = before & (left > 0) & (right > 0) & (left + right < self.island_factor * scale)
+        rescanned = risky.any(1)
+        found = first <= c
+        k_found = torch.zeros(r, dtype=torch.long, device=dev)
+        for i in rescanned.nonzero()[:, 0].tolist():
+            for j in risky[i].nonzero()[:, 0].tolist():
+                lo_k, hi_k = int(points[j]), int(points[j + 1])
+                if hi_k - lo_k < 2:
+                    continue
+                ks = torch.arange(lo_k + 1, hi_k, device=dev)
+                xs = self._points(x, direction, rows[i:i + 1], ks, step)
+                flips = self._flips(clf, xs, y[rows[i]].repeat(len(ks)))
+                forwards += len(ks)
+                if flips.any():
+                    k_found[i] = ks[flips.to(torch.int8).argmax()]
                     break
-                ks = torch.arange(k0, min(k0 + chunk, steps + 1), device=device)
-                scales = (ks.to(x.dtype) * step).view(1, -1, *([1] * (x.ndim - 1)))
-                xs = (x[active].unsqueeze(1) + scales * direction[active].unsqueeze(1))
-                xs = xs.reshape(-1, *x.shape[1:])
-                ys = y[active].repeat_interleave(len(ks))
-                flips = _flips(model, xs, ys, output, batch_size).view(len(active), len(ks))
-                forwards += xs.shape[0]
-                hit = flips.any(1)
-                first = flips.to(torch.int8).argmax(1)
-                k_found[active[hit]] = ks[first[hit]]
-                active = active[~hit]
+        # bisection on the grid inside the first flipping coarse interval
+        idx = (found & (k_found == 0)).nonzero()[:, 0]
+        hi = points[first[idx]].clone()
+        low = points[first[idx] - 1].clone()
+        while idx.numel():
+            open_ = (hi - low) > 1
+            if not open_.any():
+                break
+            sel = open_.nonzero()[:, 0]
+            mid = (low[sel] + hi[sel]) // 2
+            xs = self._points_rows(x, direction, rows[idx[sel]], mid, step)
+            flip = self._flips(clf, xs, y[rows[idx[sel]]])
+            forwards += xs.shape[0]
+            hi[sel] = torch.where(flip, mid, hi[sel])
+            low[sel] = torch.where(flip, low[sel], mid)
+        k_found[idx] = hi
+        return k_found, rescanned, forwards
+
+    def _points_rows(self, x: torch.Tensor, direction: torch.Tensor, rows: torch.Tensor, ks: torch.Tensor,
+                     step: float) -> torch.Tensor:
+        """``x[rows[i]] + s_{ks[i]} v[rows[i]]``: one grid point per row."""
+        scales = (ks.to(x.dtype) * step).view(-1, *([1] * (x.ndim - 1)))
+        return x[rows] + scales * direction[rows]
+
+    def _run(self, clf: Classifier, x: torch.Tensor, y: torch.Tensor) -> RunOutput:
+        n, nd = x.shape[0], x.ndim
+        direction, ok, fallback = loss_gradient_direction(clf, x, y, self.batch_size, self.saturated)
+        forwards, gradients = n + int(fallback.sum()), n + int((~ok | fallback).sum())
+        step = self.s_max / self.steps
+        extras: dict = {"gradient_fallback": fallback, "zero_gradient": ~ok}
+        with torch.inference_mode():
+            rows = ok.nonzero()[:, 0]
+            k_found = torch.zeros(n, dtype=torch.long, device=x.device)  # 0 = not found
+            if self.search == "grid":
+                k, f = self._grid_scan(clf, x, y, direction, rows,
+                                       torch.full_like(rows, self.steps), step)
+            else:
+                k, rescanned, f = self._coarse_search(clf, x, y, direction, rows, step)
+                extras["rescanned"] = torch.zeros(n, dtype=torch.bool, device=x.device)
+                extras["rescanned"][rows] = rescanned
+            k_found[rows] = k
+            forwards += f
             success = k_found > 0
             s_hi = k_found.to(torch.float64) * step
-            if refine_tol is not None and success.any():
+            if self.refine_tol is not None and success.any():
                 idx = success.nonzero()[:, 0]
                 lo, hi = s_hi[idx] - step, s_hi[idx].clone()
-                for _ in range(max(0, math.ceil(math.log2(step / refine_tol)))):
+                for _ in range(max(0, math.ceil(math.log2(step / self.refine_tol)))):
                     mid = (lo + hi) / 2
-                    xs = x[idx] + mid.to(x.dtype).view(-1, *([1] * (x.ndim - 1))) * direction[idx]
-                    flip = _flips(model, xs, y[idx], output, batch_size)
+                    xs = x[idx] + mid.to(x.dtype).view(-1, *([1] * (nd - 1))) * direction[idx]
+                    flip = self._flips(clf, xs, y[idx])
                     forwards += len(idx)
                     hi = torch.where(flip, mid, hi)
                     lo = torch.where(flip, lo, mid)
                 s_hi[idx] = hi
-        delta = s_hi.to(x.dtype).view(-1, *([1] * (x.ndim - 1))) * direction
-    return AttackResult.from_perturbation(delta, success, forwards)
+        delta = s_hi.to(x.dtype).view(-1, *([1] * (nd - 1))) * direction
+        return RunOutput(delta, success, forwards, gradients, extras=extras)

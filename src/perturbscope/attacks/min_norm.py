@@ -24,61 +24,42 @@ pre-sigmoid score ``z`` (through the model's ``logit`` method when it has one, e
 signed by the label; for ``"logits"`` models ``score[y] - score[k]`` for the rival ``k`` whose
 linearised boundary is nearest at the current iterate (one backward pass per rival; FMN's
 ``score[y] - max_k score[k]`` heads for the largest rival, not the nearest facet). A flip is
-always judged on the model's own output with :func:`~perturbscope.models.outputs.predict_labels`.
+always judged on the model's own labels (:class:`~perturbscope.models.classifier.Classifier`).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
-from torch import nn
 
-from perturbscope.attacks.result import AttackResult
-from perturbscope.models.outputs import binary_scores, predict_labels
-from perturbscope.models.runtime import eval_mode, model_device, resolve_output
-from perturbscope.validation import check_bounds, check_images, check_labels
+from perturbscope.attacks.base import Attack, RunOutput, register_attack
+from perturbscope.models.classifier import Classifier
+from perturbscope.validation import check_float, check_int
 
-__all__ = ["min_norm_attack", "margin_and_labels"]
+__all__ = ["MinNorm", "margins_and_labels"]
 
 
-def margin_and_labels(model: nn.Module, output: str) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
+def margins_and_labels(clf: Classifier) -> Callable[..., tuple[torch.Tensor, torch.Tensor]]:
     """A function ``(x, y, cand=None) -> (margins (N, C), labels (N,))`` from one forward pass.
 
-    Binary models: ``C = 1``, the signed pre-sigmoid score. ``"logits"`` models: the margins
+    Binary models: ``C = 1``, the signed logit. ``"logits"`` models: the margins
     ``score[y] - score[k]`` for the candidate classes ``cand`` ``(N, C)`` (default: every other
-    class). The prediction is ``y`` only if every margin is positive (up to ties at 0); the
-    labels are the model's own (:func:`predict_labels` on its raw output).
+    class). The prediction is ``y`` only if every margin is positive (up to ties at 0).
     """
-    if output == "logits":
-        def f(x: torch.Tensor, y: torch.Tensor, cand: torch.Tensor | None = None
-              ) -> tuple[torch.Tensor, torch.Tensor]:
-            out = model(x)
-            labels = predict_labels(out, output)
-            if cand is None:
-                k = out.shape[1]
-                cand = torch.stack([torch.cat([torch.arange(c), torch.arange(c + 1, k)])
-                                    for c in y.tolist()]).to(out.device)
-            return out.gather(1, y.view(-1, 1)) - out.gather(1, cand), labels
-        return f
-    use_logit = output == "sigmoid" and hasattr(model, "logit")
-
-    def g(x: torch.Tensor, y: torch.Tensor, cand: torch.Tensor | None = None
+    def f(x: torch.Tensor, y: torch.Tensor, cand: torch.Tensor | None = None
           ) -> tuple[torch.Tensor, torch.Tensor]:
-        if use_logit:
-            z = binary_scores(model.logit(x), "logit")
-            labels = predict_labels(torch.sigmoid(z), "sigmoid")
-        else:
-            raw = binary_scores(model(x), output)
-            labels = predict_labels(raw, output)
-            if output == "sigmoid":
-                eps = torch.finfo(raw.dtype).eps
-                z = torch.logit(raw.clamp(eps, 1 - eps))
-            else:
-                z = raw
-        return (z * (2 * y.to(z.dtype) - 1)).unsqueeze(1), labels
-    return g
+        s, labels = clf.scores_and_labels(x)
+        if clf.binary:
+            return (s * (2 * y.to(s.dtype) - 1)).unsqueeze(1), labels
+        if cand is None:
+            k = s.shape[1]
+            cand = torch.stack([torch.cat([torch.arange(c), torch.arange(c + 1, k)])
+                                for c in y.tolist()]).to(s.device)
+        return s.gather(1, y.view(-1, 1)) - s.gather(1, cand), labels
+    return f
 
 
 def _bshape(v: torch.Tensor, ndim: int) -> torch.Tensor:
@@ -89,36 +70,18 @@ def _flat_norm(t: torch.Tensor) -> torch.Tensor:
     return t.reshape(t.shape[0], -1).norm(dim=1)
 
 
-def min_norm_attack(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    output: str | None = None,
-    steps: int = 30,
-    gamma: float = 0.05,
-    alpha: float = 2.0,
-    overshoot: float = 0.02,
-    patience: int = 10,
-    rtol: float = 1e-3,
-    binary_search_steps: int = 12,
-    candidates: int = 9,
-    bounds: tuple[float, float] | None = (0.0, 1.0),
-    clip: bool = False,
-    batch_size: int = 256,
-) -> AttackResult:
-    """Smallest L2 perturbation found that changes the label of each input.
+@register_attack
+@dataclass(frozen=True)
+class MinNorm(Attack):
+    """Smallest L2 perturbation found that changes the label of each input (FMN / DDN family).
 
-    Args:
-        model: any ``nn.Module``; run in eval mode (its own mode restored); not moved.
-        x: ``(N, ...)`` float inputs in pixel units; y: ``(N,)`` reference labels (usually the
-            true labels of correctly classified inputs). Inputs already predicted differently
-            from ``y`` get a zero perturbation and ``success=True``.
-        output: ``"sigmoid"``, ``"logit"`` or ``"logits"`` (default: ``model.output_kind``).
-        steps: gradient iterations (each one forward and one backward pass per active image).
+    Attributes:
+        steps: gradient iterations (each one forward and one backward pass per active image
+            and rival class).
         gamma: initial relative budget change per iteration (FMN: 0.05).
-        alpha: initial step length relative to the budget (annealed to ``alpha / 100``). On the
-            Fashion-MNIST pair CNN, 2-4 gave a ~25% smaller median norm than 1 (docs/bounds.md).
+        step_size: initial step length relative to the budget (annealed to ``step_size / 100``);
+            FMN's ``alpha``. 2-4 gave a smaller median norm than 1 on the Fashion-MNIST pair CNN
+            (docs/bounds.md).
         overshoot: relative margin added to the linear distance estimate before the first flip.
         patience, rtol: early stop of an image after ``patience`` iterations without a relative
             improvement of ``rtol`` of its best norm (``patience=0`` disables early stopping).
@@ -127,47 +90,43 @@ def min_norm_attack(
             smallest clean margins); each iteration takes one backward pass per rival and moves
             against the one whose linearised boundary is nearest (DeepFool's choice; FMN uses
             the largest rival logit, which misses the nearest facet).
-        bounds: declared value range of ``x`` (checked; ``None`` skips the check).
-        clip: keep ``x + delta`` inside ``bounds`` (default False: unconstrained, as the paper's
-            line search; any flipping perturbation is an upper bound on the L2 distance).
-        batch_size: images processed together.
-
-    Returns:
-        :class:`AttackResult` with the ``(N, ...)`` perturbations and their L1/L2/Linf norms;
-        ``success`` is False where no flipping perturbation was found.
+        clip: keep ``x + delta`` inside the classifier's bounds (default False: unconstrained, as
+            the paper's line search; any flipping perturbation is an upper bound on the distance).
     """
-    output = resolve_output(model, output)
-    check_images(x, bounds)
-    y = check_labels(y, x.shape[0])
-    if not isinstance(steps, int) or steps < 1:
-        raise ValueError(f"steps must be an int >= 1, got {steps!r}")
-    if not 0 < gamma < 1:
-        raise ValueError(f"gamma must be in (0, 1), got {gamma}")
-    if not alpha > 0 or not overshoot >= 0 or not rtol >= 0:
-        raise ValueError(f"need alpha > 0, overshoot >= 0, rtol >= 0; got {alpha}, {overshoot}, {rtol}")
-    if not isinstance(patience, int) or patience < 0 or binary_search_steps < 0:
-        raise ValueError(f"patience and binary_search_steps must be ints >= 0, got {patience!r}, "
-                         f"{binary_search_steps!r}")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an int >= 1, got {batch_size!r}")
-    if not isinstance(candidates, int) or candidates < 1:
-        raise ValueError(f"candidates must be an int >= 1, got {candidates!r}")
-    if clip and bounds is None:
-        raise ValueError("clip=True needs bounds")
-    box = check_bounds(bounds) if clip else None
-    device = model_device(model)
-    x, y = x.to(device), y.to(device)
-    fn = margin_and_labels(model, output)
-    deltas, succ, forwards = [], [], 0
-    with eval_mode(model):
-        for start in range(0, x.shape[0], batch_size):
-            d, s, f = _attack_chunk(fn, x[start:start + batch_size], y[start:start + batch_size],
-                                    steps, gamma, alpha, overshoot, patience, rtol,
-                                    binary_search_steps, box, candidates)
+
+    name = "min-norm"
+    steps: int = 30
+    gamma: float = 0.05
+    step_size: float = 2.0
+    overshoot: float = 0.02
+    patience: int = 10
+    rtol: float = 1e-3
+    binary_search_steps: int = 12
+    candidates: int = 9
+
+    def validate(self) -> None:
+        check_int("steps", self.steps, minimum=1)
+        check_float("gamma", self.gamma, low=0.0, high=1.0, low_open=True, high_open=True)
+        check_float("step_size", self.step_size, low=0.0, low_open=True)
+        check_float("overshoot", self.overshoot, low=0.0)
+        check_float("rtol", self.rtol, low=0.0)
+        check_int("patience", self.patience, minimum=0)
+        check_int("binary_search_steps", self.binary_search_steps, minimum=0)
+        check_int("candidates", self.candidates, minimum=1)
+
+    def _run(self, clf: Classifier, x: torch.Tensor, y: torch.Tensor) -> RunOutput:
+        box = clf.bounds if self.clip else None
+        fn = margins_and_labels(clf)
+        deltas, succ, forwards, gradients = [], [], 0, 0
+        for start in range(0, x.shape[0], self.batch_size):
+            d, s, f, g = _attack_chunk(fn, x[start:start + self.batch_size], y[start:start + self.batch_size],
+                                       self.steps, self.gamma, self.step_size, self.overshoot, self.patience,
+                                       self.rtol, self.binary_search_steps, box, self.candidates)
             deltas.append(d)
             succ.append(s)
             forwards += f
-    return AttackResult.from_perturbation(torch.cat(deltas), torch.cat(succ), forwards)
+            gradients += g
+        return RunOutput(torch.cat(deltas), torch.cat(succ), forwards, gradients)
 
 
 def _attack_chunk(fn, x, y, steps, gamma, alpha, overshoot, patience, rtol, bs_steps, box, candidates):
@@ -181,7 +140,7 @@ def _attack_chunk(fn, x, y, steps, gamma, alpha, overshoot, patience, rtol, bs_s
     stale = torch.zeros(n, dtype=torch.long, device=x.device)
     with torch.no_grad():
         m0, lab0 = fn(x, y)
-    forwards = n
+    forwards, gradients = n, 0
     cand = None
     if m0.shape[1] > candidates:  # multi-class: the reference class vs its nearest rivals
         cand_all = torch.stack([torch.cat([torch.arange(c), torch.arange(c + 1, m0.shape[1] + 1)])
@@ -206,7 +165,8 @@ def _attack_chunk(fn, x, y, steps, gamma, alpha, overshoot, patience, rtol, bs_s
             mall, lab = fn(xa + da, ya, ca)
             grads = [torch.autograd.grad(mall[:, j].sum(), da, retain_graph=j < mall.shape[1] - 1)[0]
                      for j in range(mall.shape[1])]
-        forwards += active.numel() * mall.shape[1]
+        forwards += active.numel()
+        gradients += active.numel() * mall.shape[1]
         dn = _flat_norm(da.detach()).double()
         # follow the rival class whose linearised boundary is nearest (DeepFool's choice)
         mall = mall.detach().double()
@@ -277,4 +237,4 @@ def _attack_chunk(fn, x, y, steps, gamma, alpha, overshoot, patience, rtol, bs_s
             xs = xs.clamp(*box)
         best[idx] = xs - x[idx]
     best[already] = 0
-    return best.detach(), success, forwards
+    return best.detach(), success, forwards, gradients

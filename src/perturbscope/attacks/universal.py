@@ -3,8 +3,14 @@
 One perturbation ``v`` with ``||v||_p <= xi`` that changes the predicted label of most inputs
 ("fooled" = label of ``x + v`` differs from the label of ``x``, not from the ground truth).
 The algorithm passes over a build set; each input not yet fooled by the current ``v`` gets a
-minimal L2 DeepFool perturbation ``dv`` of ``x + v``; ``v`` becomes ``P_{p,xi}(v + dv)``.
+minimal L2 DeepFool perturbation ``dv`` of ``x + v``
+(:class:`~perturbscope.attacks.deepfool.DeepFool`); ``v`` becomes ``P_{p,xi}(v + dv)``.
 It stops when the build-set fooling rate reaches ``1 - delta`` or after ``max_passes``.
+
+Every function takes an ``nn.Module`` (with ``output=`` or its ``output_kind``) or a
+:class:`~perturbscope.models.classifier.Classifier`; inputs are checked against the classifier's
+bounds, and ``clip=True`` clips ``x + v`` to those bounds wherever the model sees it (default:
+unclipped, as in the paper; ``x + v`` may then leave the bounds).
 
 Two modes:
 
@@ -22,25 +28,24 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import torch
 from torch import nn
 
-from perturbscope.attacks.deepfool import deepfool, logits_function
-from perturbscope.models.runtime import eval_mode
+from perturbscope.attacks.deepfool import DeepFool
+from perturbscope.models.classifier import Classifier, as_classifier
 from perturbscope.progress import progress_bar
 from perturbscope.sampling import make_generator, uniform_sphere
 from perturbscope.stats import binomial_ci
+from perturbscope.validation import check_images
 
 __all__ = [
     "UniversalResult",
     "universal_perturbation",
     "project_lp_ball",
     "parse_p",
-    "predict",
     "fooling_mask",
     "fooling_rate",
     "random_fooling",
@@ -79,48 +84,51 @@ def project_lp_ball(v: torch.Tensor, xi: float, p: float | str) -> torch.Tensor:
     return v * (xi / n)
 
 
-def predict(f: Callable, x: torch.Tensor, batch_size: int = 256) -> torch.Tensor:
-    """Labels ``(N,)`` of the logits function ``f`` on ``x``, in batches, without gradients."""
-    out = []
-    with torch.no_grad():
-        for i in range(0, x.shape[0], batch_size):
-            out.append(f(x[i:i + batch_size]).argmax(1))
-    return torch.cat(out) if out else torch.zeros(0, dtype=torch.long, device=x.device)
+def _classifier(model: nn.Module | Classifier, output: str | None, clip: bool) -> Classifier:
+    clf = as_classifier(model, output)
+    if clip and clf.bounds is None:
+        raise ValueError("clip=True needs a classifier with bounds (got bounds=None)")
+    return clf
 
 
-def _apply(x: torch.Tensor, v: torch.Tensor, bounds) -> torch.Tensor:
+def _apply(clf: Classifier, x: torch.Tensor, v: torch.Tensor, clip: bool) -> torch.Tensor:
+    """``x + v`` ``(N, *shape)``, clipped to the classifier's bounds when ``clip``."""
     xv = x + v
-    return xv.clamp(*bounds) if bounds is not None else xv
+    return xv.clamp(*clf.bounds) if clip else xv
 
 
-def fooling_mask(model: nn.Module | Callable, x: torch.Tensor, v: torch.Tensor, *,
-                 output: str = "logits", clean_labels: torch.Tensor | None = None,
-                 bounds: tuple[float, float] | None = None, batch_size: int = 256) -> torch.Tensor:
-    """``(N,)`` bool: the label of ``x + v`` (clipped to ``bounds`` if given) differs from the
-    label of ``x`` (or from ``clean_labels`` if given). ``v`` has the shape of one input."""
-    f = logits_function(model, output)
-    ctx = eval_mode(model) if isinstance(model, nn.Module) else _null()
-    with ctx:
-        clean = predict(f, x, batch_size) if clean_labels is None else clean_labels
-        out = []
-        with torch.no_grad():
-            for i in range(0, x.shape[0], batch_size):
-                out.append(f(_apply(x[i:i + batch_size], v, bounds)).argmax(1))
-    adv = torch.cat(out) if out else clean
+def _labels_at(clf: Classifier, x: torch.Tensor) -> torch.Tensor:
+    """Labels ``(N,)`` of one batch (no batching, no gradients); the model is already in eval mode."""
+    with torch.no_grad():
+        return clf.labels_of(clf.raw(x))
+
+
+def fooling_mask(model: nn.Module | Classifier, x: torch.Tensor, v: torch.Tensor, *,
+                 output: str | None = None, clean_labels: torch.Tensor | None = None,
+                 clip: bool = False, batch_size: int = 256) -> torch.Tensor:
+    """``(N,)`` bool: the label of ``x + v`` differs from the label of ``x`` (or from
+    ``clean_labels`` if given).
+
+    Args:
+        model: ``nn.Module`` (output kind ``output`` or its ``output_kind``) or a Classifier.
+        x: ``(N, *shape)`` inputs in pixel units, inside the classifier's bounds.
+        v: one perturbation, shape ``shape`` (pixel units).
+        clip: clip ``x + v`` to the classifier's bounds before the model sees it.
+    Returns:
+        ``(N,)`` bool on ``x``'s device.
+    """
+    clf = _classifier(model, output, clip)
+    check_images(x, clf.bounds)
+    v = v.to(x.device)
+    with clf.evaluating():
+        clean = clf.predict(x, batch_size) if clean_labels is None else clean_labels.to(x.device)
+        adv = clf.predict(_apply(clf, x, v, clip), batch_size)
     return adv != clean
 
 
-def fooling_rate(model, x, v, **kwargs) -> float:
+def fooling_rate(model: nn.Module | Classifier, x: torch.Tensor, v: torch.Tensor, **kwargs) -> float:
     """Fraction of inputs whose label changes under ``v`` (see :func:`fooling_mask`)."""
     return float(fooling_mask(model, x, v, **kwargs).float().mean())
-
-
-class _null:
-    def __enter__(self):
-        return None
-
-    def __exit__(self, *exc):
-        return False
 
 
 @dataclass
@@ -179,12 +187,12 @@ class UniversalResult:
 
 
 def universal_perturbation(
-    model: nn.Module | Callable,
+    model: nn.Module | Classifier,
     x: torch.Tensor,
     *,
     xi: float,
     p: float | str = math.inf,
-    output: str = "logits",
+    output: str | None = None,
     delta: float = 0.2,
     max_passes: int = 10,
     x_eval: torch.Tensor | None = None,
@@ -192,8 +200,8 @@ def universal_perturbation(
     chunk: int = 32,
     overshoot: float = 0.02,
     df_max_iter: int = 10,
-    num_classes: int = 10,
-    bounds: tuple[float, float] | None = None,
+    candidates: int = 9,
+    clip: bool = False,
     seed: int | torch.Generator | None = 0,
     batch_size: int = 256,
     level: float = 0.95,
@@ -202,8 +210,9 @@ def universal_perturbation(
     """Build a universal perturbation on ``x`` and (optionally) measure it on ``x_eval``.
 
     Args:
-        model: classifier under output convention ``output``; run in eval mode, mode restored.
-        x: ``(N, *shape)`` build inputs in pixel units.
+        model: ``nn.Module`` (output kind ``output`` or its ``output_kind``) or a Classifier;
+            run in eval mode, every submodule's mode restored afterwards.
+        x: ``(N, *shape)`` build inputs in pixel units, inside the classifier's bounds.
         xi: radius of the ``p``-ball (pixel units; the paper's Linf xi = 10/255 on [0, 1]).
         p: ``2`` or ``inf``.
         delta: stop once the build fooling rate reaches ``1 - delta`` (paper: 0.2).
@@ -211,17 +220,16 @@ def universal_perturbation(
         x_eval: ``(M, *shape)`` held-out inputs for the reported fooling rate (with a
             binomial confidence interval at ``level``).
         mode: ``"sequential"`` (paper) or ``"batched"`` (chunks of ``chunk`` inputs).
-        overshoot, df_max_iter, num_classes: the inner L2 DeepFool's settings
-            (reference code: 0.02, 10, 10).
-        bounds: if given, ``x + v`` is clipped to it wherever the model sees it.
+        overshoot, df_max_iter, candidates: the inner L2 DeepFool's settings (reference code:
+            0.02, 10 iterations, 10 classes = the reference class and 9 rivals).
+        clip: clip ``x + v`` to the classifier's bounds wherever the model sees it (and run the
+            inner DeepFool box-aware, ``DeepFool(clip=True)``).
         seed: seed (or generator) of the shuffles; same seed, same ``v``.
         progress: show a rich progress bar.
     """
     p = parse_p(p)
-    if not isinstance(x, torch.Tensor) or x.ndim < 2 or x.shape[0] == 0:
-        raise ValueError(f"x must be a non-empty tensor (N, *shape), got {getattr(x, 'shape', x)}")
-    if not torch.isfinite(x).all():
-        raise ValueError("x contains NaN or infinite values")
+    clf = _classifier(model, output, clip)
+    check_images(x, clf.bounds)
     if not (isinstance(xi, int | float) and xi > 0 and math.isfinite(xi)):
         raise ValueError(f"xi (ball radius, pixel units) must be a finite number > 0, got {xi!r}")
     if not 0 <= delta < 1:
@@ -235,33 +243,34 @@ def universal_perturbation(
     if x_eval is not None and (x_eval.shape[1:] != x.shape[1:]):
         raise ValueError(f"x_eval must have inputs of shape {tuple(x.shape[1:])}, "
                          f"got {tuple(x_eval.shape[1:])}")
+    if x_eval is not None:
+        check_images(x_eval, clf.bounds, name="x_eval")
     step = 1 if mode == "sequential" else chunk
+    # the inner attack; its _run is called directly on the not-yet-fooled rows of x + v (correctly
+    # classified w.r.t. their clean label), which may legitimately leave the bounds when unclipped
+    inner = DeepFool(norm="l2", overshoot=overshoot, max_iter=df_max_iter, candidates=candidates,
+                     batch_size=max(step, 1), clip=clip)
     gen = make_generator(seed)
-    f = logits_function(model, output)
+    x = x.to(clf.device)
     n = x.shape[0]
     v = torch.zeros_like(x[0])
     history: list[float] = []
     updates = calls = passes = 0
     converged = False
     t0 = time.perf_counter()
-    ctx = eval_mode(model) if isinstance(model, nn.Module) else _null()
-    with ctx, progress_bar(f"universal (p={'inf' if p == math.inf else 2}, xi={xi:g})",
-                           max_passes * n, enabled=progress) as advance:
-        clean = predict(f, x, batch_size)
-        rate = float((predict(f, _apply(x, v, bounds), batch_size) != clean).double().mean())
+    with clf.evaluating(), progress_bar(f"universal (p={'inf' if p == math.inf else 2}, xi={xi:g})",
+                                        max_passes * n, enabled=progress) as advance:
+        clean = clf.predict(x, batch_size)
+        rate = float((clf.predict(_apply(clf, x, v, clip), batch_size) != clean).double().mean())
         best_v, best_rate, best_pass = v, rate, 0
         while rate < 1 - delta and passes < max_passes:
             order = torch.randperm(n, generator=gen).to(x.device)
             for start in range(0, n, step):
                 rows = order[start:start + step]
-                with torch.no_grad():
-                    cur = f(_apply(x[rows], v, bounds)).argmax(1)
+                cur = _labels_at(clf, _apply(clf, x[rows], v, clip))
                 todo = rows[cur == clean[rows]]
                 if todo.numel():
-                    df = deepfool(f, _apply(x[todo], v, bounds), output="logits",
-                                  labels=clean[todo], norm="l2", overshoot=overshoot,
-                                  max_iter=df_max_iter, num_classes=num_classes,
-                                  batch_size=max(step, 1), bounds=bounds)
+                    df = inner._run(clf, _apply(clf, x[todo], v, clip), clean[todo])
                     calls += todo.numel()
                     ok = df.success
                     if ok.any():
@@ -269,7 +278,7 @@ def universal_perturbation(
                         updates += int(ok.sum())
                 advance(rows.numel())
             passes += 1
-            rate = float((predict(f, _apply(x, v, bounds), batch_size) != clean).double().mean())
+            rate = float((clf.predict(_apply(clf, x, v, clip), batch_size) != clean).double().mean())
             history.append(rate)
             if rate >= best_rate:  # ties: keep the later v
                 best_v, best_rate, best_pass = v, rate, passes
@@ -284,7 +293,7 @@ def universal_perturbation(
                              converged=converged, updates=updates, deepfool_calls=calls,
                              seconds=seconds, mode=mode, best_pass=best_pass)
     if x_eval is not None and x_eval.shape[0]:
-        mask = fooling_mask(model, x_eval, result.perturbation, output=output, bounds=bounds,
+        mask = fooling_mask(clf, x_eval.to(clf.device), result.perturbation, clip=clip,
                             batch_size=batch_size)
         k, m = int(mask.sum()), int(mask.numel())
         result.heldout_fooling_rate = k / m
@@ -323,11 +332,15 @@ class RandomFooling:
         return self.flips.float().mean(0)
 
 
-def random_fooling(model: nn.Module | Callable, x: torch.Tensor, *, radius: float,
-                   p: float | str = 2, draws: int = 10, output: str = "logits",
-                   kind: str | None = None, bounds: tuple[float, float] | None = None,
+def random_fooling(model: nn.Module | Classifier, x: torch.Tensor, *, radius: float,
+                   p: float | str = 2, draws: int = 10, output: str | None = None,
+                   kind: str | None = None, clip: bool = False,
                    seed: int | torch.Generator | None = 0, batch_size: int = 256) -> RandomFooling:
     """Random-vector baseline: ``draws`` random vectors of norm ``radius`` applied to every input.
+
+    ``x`` ``(N, *shape)`` (pixel units, inside the classifier's bounds); ``radius`` in pixel units;
+    ``clip`` clips ``x + v`` to the classifier's bounds. Flipped = label of ``x + v`` differs
+    from the label of ``x``.
 
     ``kind="sphere"`` (default for ``p=2``): uniform on the L2 sphere of radius ``radius``.
     ``kind="corners"`` (default for ``p=inf``): ``radius * s`` with iid random signs ``s``
@@ -341,6 +354,8 @@ def random_fooling(model: nn.Module | Callable, x: torch.Tensor, *, radius: floa
         raise ValueError(f"radius must be >= 0, got {radius!r}")
     if not isinstance(draws, int) or draws < 1:
         raise ValueError(f"draws must be an int >= 1, got {draws!r}")
+    clf = _classifier(model, output, clip)
+    check_images(x, clf.bounds)
     gen = make_generator(seed)
     shape = tuple(x.shape[1:])
     if kind == "sphere":
@@ -348,15 +363,14 @@ def random_fooling(model: nn.Module | Callable, x: torch.Tensor, *, radius: floa
     else:
         signs = torch.randint(0, 2, (draws, *shape), generator=gen).to(x.dtype) * 2 - 1
         vs = (radius * signs).to(x.device)
-    f = logits_function(model, output)
-    ctx = eval_mode(model) if isinstance(model, nn.Module) else _null()
-    with ctx:
-        clean = predict(f, x, batch_size)
+    x = x.to(clf.device)
+    vs = vs.to(x.device)
+    with clf.evaluating():
+        clean = clf.predict(x, batch_size)
         n = x.shape[0]
         adv = torch.empty(draws * n, dtype=torch.long, device=x.device)
-        with torch.no_grad():  # (draw, input) pairs flattened, in batches
-            for start in range(0, draws * n, batch_size):
-                pair = torch.arange(start, min(start + batch_size, draws * n), device=x.device)
-                adv[pair] = f(_apply(x[pair % n], vs[pair // n], bounds)).argmax(1)
+        for start in range(0, draws * n, batch_size):  # (draw, input) pairs flattened, in batches
+            pair = torch.arange(start, min(start + batch_size, draws * n), device=x.device)
+            adv[pair] = _labels_at(clf, _apply(clf, x[pair % n], vs[pair // n], clip))
         flips = adv.view(draws, n) != clean.view(1, n)
     return RandomFooling(flips=flips.cpu(), radius=float(radius), p=p, kind=kind)

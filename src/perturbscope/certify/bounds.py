@@ -6,8 +6,9 @@ Two sound methods (neither can return a radius above the true distance):
     ``r = min_k m_k(x) / L_k`` with ``m_k`` the margin outputs (see :mod:`.ops`) and ``L_k`` an
     upper bound on their L2 Lipschitz constant: the product of the layers' operator norms
     (``Linear``: exact spectral norm; ``Conv2d``: ``sqrt(kh * kw) * ||W.reshape(out, -1)||_2``,
-    valid because each pixel lies in at most ``kh * kw`` patches; ReLU and non-overlapping max
-    pools: 1). Exact for linear models, loose for deep ones; costs one forward pass.
+    valid because each pixel lies in at most ``kh * kw`` patches; an input normalisation: the
+    largest ``1 / std``; ReLU and non-overlapping max pools: 1). Exact for linear models, loose
+    for deep ones; costs one forward pass.
 
 ``"linear"`` (CROWN-style linear relaxation, forward mode, with bisection on the radius)
     For a radius ``r`` every neuron ``h_j`` gets two linear functions of the input with
@@ -36,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from perturbscope.certify.ops import Op, margin_ops, model_ops
-from perturbscope.models.runtime import resolve_output
+from perturbscope.models.classifier import Classifier, as_classifier
 from perturbscope.progress import progress_bar
 from perturbscope.validation import check_images, check_labels
 
@@ -82,6 +83,8 @@ def _run(ops: list[Op], x: torch.Tensor) -> torch.Tensor:
     for op in ops:
         if op.kind in ("linear", "conv"):
             h = _affine(op, h)
+        elif op.kind == "scale":
+            h = h * op.weight.to(h.dtype) + op.bias.to(h.dtype)
         elif op.kind == "relu":
             h = h.clamp_min(0)
         elif op.kind == "flatten":
@@ -107,6 +110,8 @@ def _lipschitz_per_output(mops: list[Op]) -> torch.Tensor:
     for op in mops[:-1]:
         if op.kind in ("linear", "conv"):
             prod *= _op_norm(op)
+        elif op.kind == "scale":
+            prod *= float(op.weight.abs().max())
     last = mops[-1].weight.double()
     return last.norm(dim=1) * prod * (1 + 1e-9)
 
@@ -151,6 +156,11 @@ def _relaxed_forms(mops: list[Op], x0: torch.Tensor, r: float
             if ad is not None:
                 wabs = op.weight.abs()
                 ad, cd = _affine(op, ad, False, wabs), _affine(op, cd, False, wabs)
+        elif op.kind == "scale":  # exact: an affine map of each coordinate
+            w, b = op.weight.to(dtype), op.bias.to(dtype)
+            am, cm = am * w, cm * w + b
+            if ad is not None:
+                ad, cd = ad * w.abs(), cd * w.abs()
         elif op.kind == "flatten":
             am, cm = am.reshape(d, -1), cm.reshape(1, -1)
             if ad is not None:
@@ -217,14 +227,14 @@ def margin_lower_bound(mops: list[Op], x0: torch.Tensor, r: float) -> torch.Tens
 
 # --------------------------------------------------------------------------------- public API
 
-def lipschitz_radius(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *,
+def lipschitz_radius(model: nn.Module | Classifier, x: torch.Tensor, y: torch.Tensor, *,
                      output: str | None = None) -> torch.Tensor:
     """Global-Lipschitz certified radii ``(N,)`` (float64, pixel units); 0 where misclassified."""
     return certified_radius(model, x, y, output=output, method="lipschitz").radius
 
 
 def certified_radius(
-    model: nn.Module,
+    model: nn.Module | Classifier,
     x: torch.Tensor,
     y: torch.Tensor,
     *,
@@ -235,16 +245,20 @@ def certified_radius(
     max_evals: int = 20,
     slack: float | None = None,
     dtype: torch.dtype = torch.float64,
-    bounds: tuple[float, float] | None = (0.0, 1.0),
     progress: bool = False,
 ) -> CertifiedResult:
     """Certified lower bounds on the L2 distance from each input to the decision boundary.
 
     Args:
-        model: see :mod:`perturbscope.certify.ops` for the supported architectures; its
-            weights are read, not changed (dropout is ignored, i.e. eval-mode semantics).
-        x: ``(N, ...)`` inputs (pixel units); y: ``(N,)`` reference labels.
-        output: the model's output convention (default ``model.output_kind``); binary
+        model: an ``nn.Module`` (wrapped with ``output``, bounds (0, 1)) or a
+            :class:`~perturbscope.models.classifier.Classifier` (its normalisation is part of the
+            certified network); see :mod:`perturbscope.certify.ops` for the supported
+            architectures; its weights are read, not changed (dropout is ignored, i.e. eval-mode
+            semantics).
+        x: ``(N, ...)`` inputs (pixel units) inside the classifier's declared bounds (checked
+            only; the certificate covers the whole L2 ball, ignoring the box, so it also bounds
+            the unconstrained distance); y: ``(N,)`` reference labels.
+        output: the output convention of a bare module (default ``model.output_kind``); binary
             (``"sigmoid"``/``"logit"``) or ``"logits"``.
         method: ``"lipschitz"`` or ``"linear"`` (see the module docstring).
         upper: optional ``(N,)`` upper bounds on the distance (e.g. the best attack's L2 norm;
@@ -255,8 +269,6 @@ def certified_radius(
         slack: required positive margin lower bound (default ``1e-9`` in float64, ``1e-4`` in
             float32, times ``1 + |margin|``).
         dtype: float dtype of the bound computation (float64 for soundness to rounding).
-        bounds: declared value range of ``x`` (checked only; the certificate covers the whole
-            L2 ball, ignoring the box, so it also bounds the unconstrained distance).
         progress: show a progress bar over images.
 
     Returns:
@@ -264,8 +276,9 @@ def certified_radius(
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
-    output = resolve_output(model, output)
-    check_images(x, bounds)
+    clf = as_classifier(model, output)
+    output = clf.output
+    check_images(x, clf.bounds)
     y = check_labels(y, x.shape[0])
     if not 0 < rtol < 1:
         raise ValueError(f"rtol must be in (0, 1), got {rtol}")
@@ -278,7 +291,7 @@ def certified_radius(
         upper = torch.as_tensor(upper, dtype=torch.float64).reshape(-1).cpu()
         if upper.shape[0] != n:
             raise ValueError(f"upper must have shape ({n},), got {tuple(upper.shape)}")
-    ops, kind = model_ops(model)
+    ops, kind = model_ops(clf)
     if (kind == "binary") != (output in ("sigmoid", "logit")):
         raise ValueError(f"output={output!r} does not match the model's {kind} score")
     if slack is None:

@@ -1,10 +1,12 @@
 """A model as a flat list of the operations the certifiers understand, with the margin folded in.
 
 Supported: :class:`~perturbscope.models.LinearBinary`, :class:`~perturbscope.models.MLP`,
-:class:`~perturbscope.models.PairCNN`, :class:`~perturbscope.models.TwoLogitAdapter` around one of
-these, and ``nn.Sequential`` stacks of ``Flatten``, ``Linear``, ``Conv2d``, ``ReLU``, ``Dropout``,
-``Identity``, non-overlapping ``MaxPool2d`` (kernel = stride, no padding) and a final ``Sigmoid``
-(dropped: it is monotone). Anything else raises ``TypeError`` naming the layer.
+:class:`~perturbscope.models.PairCNN`, and ``nn.Sequential`` stacks of ``Flatten``, ``Linear``,
+``Conv2d``, ``ReLU``, ``Dropout``, ``Identity``, non-overlapping ``MaxPool2d`` (kernel = stride, no
+padding) and a final ``Sigmoid`` (dropped: it is monotone), bare or inside a
+:class:`~perturbscope.models.classifier.Classifier` (whose input normalisation becomes a first
+``"scale"`` operation, so inputs and radii stay in pixel units). Anything else raises
+``TypeError`` naming the layer.
 
 For a reference label ``y`` the last affine layer is replaced by the **margin layer**: binary
 models give one output ``sign(y) * z`` (``z`` = pre-sigmoid score); multi-class models give the
@@ -19,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from perturbscope.models.adapters import TwoLogitAdapter
+from perturbscope.models.classifier import Classifier
 from perturbscope.models.pair_cnn import MLP, LinearBinary, PairCNN
 
 __all__ = ["Op", "model_ops", "margin_ops"]
@@ -28,8 +30,10 @@ __all__ = ["Op", "model_ops", "margin_ops"]
 @dataclass
 class Op:
     """One operation. ``kind``: ``"linear"`` (weight ``(out, in)``, bias ``(out,)``), ``"conv"``
-    (a ``Conv2d``'s weight, bias, stride, padding, dilation), ``"relu"``, ``"maxpool"``
-    (non-overlapping, ``kernel``), ``"globalmax"`` (max over H, W per channel) or ``"flatten"``."""
+    (a ``Conv2d``'s weight, bias, stride, padding, dilation), ``"scale"`` (``h * weight + bias``
+    elementwise, both broadcast per input channel: an input normalisation, ``weight > 0``),
+    ``"relu"``, ``"maxpool"`` (non-overlapping, ``kernel``), ``"globalmax"`` (max over H, W per
+    channel) or ``"flatten"``."""
 
     kind: str
     weight: torch.Tensor | None = None
@@ -74,14 +78,18 @@ def _seq_ops(mods) -> list[Op]:
     return ops
 
 
-def model_ops(model: nn.Module) -> tuple[list[Op], str]:
-    """Operations computing the model's raw score, and its kind: ``"binary"`` (one pre-sigmoid
-    score ``z``) or ``"multi"`` (``K`` logits)."""
-    if isinstance(model, TwoLogitAdapter):
-        ops, kind = model_ops(model.model)
-        if kind != "binary":
-            raise TypeError("TwoLogitAdapter must wrap a binary model")
-        return ops, "binary"
+def model_ops(model: nn.Module | Classifier) -> tuple[list[Op], str]:
+    """Operations computing the model's raw score from pixel-unit inputs, and its kind:
+    ``"binary"`` (one pre-sigmoid score ``z``) or ``"multi"`` (``K`` logits)."""
+    if isinstance(model, Classifier):
+        ops, kind = model_ops(model.module)
+        if model.normalization is not None:  # (x - mean) / std = x * (1 / std) - mean / std
+            # the constants the Classifier itself applies (its buffers), so that the certified
+            # function is the one it computes
+            mean, std = (model.get_buffer(n).detach().reshape(-1).double() for n in ("_mean", "_std"))
+            shape = (-1, 1, 1) if mean.numel() > 1 else (1,)
+            ops = [Op("scale", (1.0 / std).view(shape), (-mean / std).view(shape))] + ops
+        return ops, kind
     if isinstance(model, LinearBinary):
         w = (model.weight * model.scale).view(1, -1)
         return [Op("flatten"), Op("linear", w, (model.bias * model.scale).view(1))], "binary"

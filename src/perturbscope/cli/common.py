@@ -1,29 +1,16 @@
-"""Argument groups and helpers shared by several subcommands."""
+"""Run-time helpers shared by the commands: the task the data options name, device, threads.
+
+The options themselves are defined in :mod:`perturbscope.cli.options`; this module re-exports
+``add_data_args``, ``add_progress_arg`` and ``DATA_SOURCES`` from there. Nothing here imports
+torch at import time.
+"""
 
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
-import torch
-
-DATA_SOURCES = ("fashion-mnist-subset", "fashion-mnist", "digits")
-
-
-def add_data_args(p: argparse.ArgumentParser, classes_required: bool = True) -> None:
-    g = p.add_argument_group("data")
-    g.add_argument("--data", choices=DATA_SOURCES, default="fashion-mnist-subset",
-                   help="data source: the Fashion-MNIST subset shipped in the repo (no network), the "
-                        "full Fashion-MNIST (IDX files; see --data-path), or scikit-learn's 8x8 digits "
-                        "(default: %(default)s)")
-    g.add_argument("--data-path", default=None, metavar="DIR",
-                   help="folder holding the Fashion-MNIST IDX files (default: $PERTURBSCOPE_FASHION_MNIST, "
-                        "then the Debian package's install path)")
-    g.add_argument("--classes", nargs=2, type=int, metavar=("I", "J"), required=classes_required,
-                   help="binary task 'class I vs class J': label 0 for I, 1 for J")
-    g.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="use at most N images per split (seeded, class-balanced choice; default: all)")
-    g.add_argument("--data-seed", type=int, default=0, metavar="S",
-                   help="seed of the --limit selection (default: %(default)s)")
+from perturbscope.cli.options import DATA_SOURCES, add_data_args, add_progress_arg  # noqa: F401
 
 
 def load_task(args: argparse.Namespace, split: str, classes: tuple[int, int] | None = None):
@@ -35,10 +22,59 @@ def load_task(args: argparse.Namespace, split: str, classes: tuple[int, int] | N
                           seed=args.data_seed)
 
 
-def add_progress_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+def load_model(args: argparse.Namespace) -> tuple[Any, dict, tuple[int, int]]:
+    """``(model, meta, classes)`` of ``--checkpoint``; the classes are ``--classes`` or the checkpoint's.
+
+    Raises :class:`~perturbscope.cli.main.UsageError` when neither names the task.
+    """
+    from perturbscope.cli.main import UsageError
+    from perturbscope.models.checkpoint import load_checkpoint
+
+    model, meta = load_checkpoint(args.checkpoint)
+    classes = tuple(args.classes) if args.classes else tuple(meta.get("classes") or ())
+    if len(classes) != 2:
+        raise UsageError("--classes I J is required: the checkpoint does not record its task")
+    return model, meta, classes
 
 
 def set_threads(n: int | None) -> None:
+    """``torch.set_num_threads(n)`` when ``n`` is given (``--threads``)."""
     if n:
+        import torch
+
         torch.set_num_threads(n)
+
+
+def use_device(name: str | None) -> Any:
+    """The ``torch.device`` that ``--device`` names, after checking that torch can use it here.
+
+    Raises :class:`~perturbscope.cli.main.UsageError` (exit code 2, one line) for a CUDA or MPS
+    device that this machine does not have.
+    """
+    import torch
+
+    from perturbscope.cli.main import UsageError
+
+    name = name or "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise UsageError(f"--device {name}: no CUDA device is available to torch here")
+        index = int(name.split(":", 1)[1]) if ":" in name else 0
+        if index >= torch.cuda.device_count():
+            raise UsageError(f"--device {name}: torch sees {torch.cuda.device_count()} CUDA device(s), "
+                             f"numbered from 0")
+    elif name == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise UsageError("--device mps: the MPS backend is not available to torch here")
+    return torch.device(name)
+
+
+def place(args: argparse.Namespace, model: Any, *tensors: Any) -> tuple[Any, ...]:
+    """Move ``model`` and ``tensors`` to ``args.device`` (checked); returns ``(model, *tensors)``.
+
+    ``None`` entries stay ``None``. The model's train/eval mode is not changed.
+    """
+    device = use_device(getattr(args, "device", None))
+    moved = tuple(t.to(device) if t is not None else None for t in tensors)
+    return (model.to(device), *moved)

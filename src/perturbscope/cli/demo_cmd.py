@@ -6,12 +6,14 @@ import argparse
 import time
 from pathlib import Path
 
+from perturbscope.cli import options as o
 from perturbscope.cli.audit_cmd import add_audit_args, run_audit
-from perturbscope.cli.common import add_data_args, add_progress_arg
+from perturbscope.cli.common import set_threads
 from perturbscope.cli.train_cmd import add_training_args, fit
 
 
 def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     out = Path(args.out)
     t0 = time.perf_counter()
     print(f"perturbscope demo: class {args.classes[0]} vs {args.classes[1]} on {args.data}, "
@@ -31,9 +33,11 @@ def register(sub) -> None:
     p = sub.add_parser("demo", help="train and audit a small pair model on bundled data (no network)",
                        description="Train the paper's network (scaled down) on the Fashion-MNIST subset "
                                    "shipped with perturbscope, audit it and print the paper-style table.")
-    add_data_args(p, classes_required=False)
+    o.add_data_args(p, classes_required=False)
     add_training_args(p)
     add_audit_args(p)
-    p.add_argument("--out", default="demo-output", metavar="DIR", help="output folder (default: %(default)s)")
-    add_progress_arg(p)
+    o.add_runtime_args(p)
+    o.OUT.add(p, default="demo-output", help="output folder (default: %(default)s)")
+    o.add_progress_arg(p)
+    # a small demo: one pair, 200 audited images per split, 25 epochs, 500 draws (paper: 2000)
     p.set_defaults(func=run, classes=[7, 8], limit=200, epochs=25, draws=500)

@@ -13,6 +13,7 @@ import importlib
 import sys
 
 from perturbscope import __version__
+from perturbscope.cli.options import HelpFormatter
 
 COMMAND_MODULES: tuple[str, ...] = (
     "perturbscope.cli.train_cmd",
@@ -34,8 +35,22 @@ class UsageError(Exception):
     """Raised by a command for bad user input; printed without a traceback, exit code 2."""
 
 
+class Parser(argparse.ArgumentParser):
+    """``ArgumentParser`` whose usage errors are one line (``PROG: error: MESSAGE``), exit code 2,
+    and whose help prints defaults plainly (:class:`perturbscope.cli.options.HelpFormatter`)."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    """The ``perturbscope`` parser with every command. Imports no torch, pandas, scipy or matplotlib:
+    each command module defers those to its run function."""
+    parser = Parser(
         prog="perturbscope",
         description=(
             "Measure the geometry of a classifier's perturbations: adversarial, random, "
@@ -52,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help / --version (0) or a usage error (2, message printed)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
     try:
         return int(args.func(args) or 0)
     except (UsageError, FileNotFoundError, ValueError) as exc:

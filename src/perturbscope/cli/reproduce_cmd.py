@@ -4,24 +4,13 @@ from __future__ import annotations
 
 import argparse
 from dataclasses import replace
-from pathlib import Path
 
-import torch
-
-from perturbscope.audit import AuditConfig
-from perturbscope.cli.common import add_progress_arg
+from perturbscope.audit.config import AuditConfig
+from perturbscope.cli import options as o
+from perturbscope.cli.common import set_threads, use_device
 from perturbscope.cli.main import UsageError
-from perturbscope.experiments.executors import EXECUTORS, make_executor
-from perturbscope.experiments.reproduce import DATASETS, ReproduceConfig, parse_pairs, run_reproduction
-from perturbscope.experiments.store import ResultsStore
-from perturbscope.experiments.tables import (
-    format_table20,
-    format_table21,
-    protocol_note,
-    table20_long,
-    table21_long,
-)
-from perturbscope.fileio import atomic_write_text
+from perturbscope.experiments.executors import EXECUTORS
+from perturbscope.experiments.reproduce_config import DATASETS, ReproduceConfig, parse_pairs
 
 DEFAULT_STORE = "perturbscope-results.sqlite"
 
@@ -70,14 +59,21 @@ def build_config(args: argparse.Namespace) -> ReproduceConfig:
 
 
 def run(args: argparse.Namespace) -> int:
+    from perturbscope.experiments.executors import make_executor
+    from perturbscope.experiments.reproduce import (
+        reproduction_tables,
+        run_reproduction,
+        write_reproduction_tables,
+    )
+    from perturbscope.experiments.store import ResultsStore
+    from perturbscope.experiments.tables import protocol_note
+
     try:
         cfg = build_config(args)
     except (TypeError, ValueError) as exc:
         raise UsageError(str(exc)) from exc
-    if cfg.device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {cfg.device}: no CUDA device is available to torch here")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    use_device(cfg.device)  # the jobs move the model and inputs there
+    set_threads(args.threads)
     kwargs = {}
     if args.executor == "ray":
         kwargs = {"address": args.ray_address, "num_cpus": args.ray_cpus,
@@ -103,22 +99,13 @@ def run(args: argparse.Namespace) -> int:
         for k in out.units_failed:
             err = store.units(out.run_id).set_index("unit_key").loc[k, "meta"].get("error")
             print(f"FAILED {k}: {err}")
-        summ = store.summaries(out.run_id)
-        pairs = [f"{i}-{j}" for i, j in cfg.pairs]
-        t20 = table20_long(summ, alphas=cfg.audit.alphas, pairs=pairs)
-        t21 = table21_long(summ, pairs=pairs)
-        text = "\n\n".join([note, format_table20(t20), format_table21(t21)])
-        print("\n" + text.split("\n\n", 1)[1])
+        tables = reproduction_tables(store, out.run_id, cfg)
+        print("\n" + tables["text"].split("\n\n", 1)[1])
         if args.out:
-            o = Path(args.out)
-            atomic_write_text(o / "tables.txt", text + "\n")
-            atomic_write_text(o / "table20.csv", t20.to_csv(index=False))
-            atomic_write_text(o / "table21.csv", t21.to_csv(index=False))
-            atomic_write_text(o / "summaries.csv", summ.to_csv(index=False))
-            print(f"\ntables: {o / 'tables.txt'}, {o / 'table20.csv'}, {o / 'table21.csv'}")
+            files = write_reproduction_tables(args.out, tables)
+            print(f"\ntables: {files['tables']}, {files['table20']}, {files['table21']}")
         if args.export:
-            fmt = "parquet" if str(args.export).endswith(".parquet") else "csv"
-            print(f"records: {store.export(out.run_id, args.export, fmt=fmt)}")
+            print(f"records: {store.export(out.run_id, args.export)}")
     if out.units_failed:
         print(f"{len(out.units_failed)} units failed (kept as 'failed' in the store); run the same command "
               "again to retry them")
@@ -126,62 +113,74 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _scaled(get) -> str:
+    """``scaled default X; paper Y`` of one setting, read from the two presets."""
+    def fmt(v):
+        return "all" if v is None else o.format_default(v)
+    return f"scaled default {fmt(get(o.SCALED))}; paper {fmt(get(o.PAPER))}"
+
+
 def register(sub) -> None:
+    sc, pa = o.SCALED, o.PAPER
     p = sub.add_parser(
         "reproduce", help="the paper's Fashion-MNIST tables (20, 21): train + audit 9 pairs, resumable",
         description="Train the paper's network on each pair 'class i vs i+1' and audit it on train and test "
                     "images; print Tables 20 and 21 with the paper's values and the differences. Results "
                     "go to a SQLite store as each unit (pair x split) finishes: rerunning the same command "
                     "after an interruption continues where it stopped; a changed setting starts a new run. "
-                    "Default: a SCALED-DOWN protocol for a CPU (2000 training images, 100 audited images per "
-                    "split, 8 epochs, batch 64, width 0.25, 200 draws); --full is the paper's.")
+                    f"Default: a SCALED-DOWN protocol for a CPU ({sc.train_images} training images, "
+                    f"{sc.audit_images} audited images per split, {sc.train.epochs} epochs, batch "
+                    f"{sc.train.batch_size}, width {sc.width:g}, {sc.audit.draws} draws); --full is the "
+                    "paper's.")
     p.add_argument("experiment", choices=("fashion-mnist",), help="experiment to reproduce")
     g = p.add_argument_group("scale (defaults: scaled-down preset, or the paper's with --full)")
     g.add_argument("--full", action="store_true",
-                   help="the paper's protocol: all images, width 1, 100 epochs, 2000 draws (days on a CPU)")
+                   help=f"the paper's protocol: all images, width {pa.width:g}, {pa.train.epochs} epochs, "
+                        f"{pa.audit.draws} draws (days on a CPU)")
     g.add_argument("--pairs", nargs="+", default=None, metavar="I-J",
                    help="pairs to run, 'I-J' or 'I' for I vs I+1 (default: 0-1 ... 8-9)")
     g.add_argument("--train-images", type=_count_or_all, default=False, metavar="N|all",
-                   help="training images per pair (scaled default 2000; paper: all)")
+                   help=f"training images per pair ({_scaled(lambda c: c.train_images)})")
     g.add_argument("--images", type=_count_or_all, default=False, metavar="N|all",
-                   help="images audited per split (scaled default 100; paper: all)")
-    g.add_argument("--epochs", type=int, default=None, help="training epochs (scaled default 8; paper 100)")
-    g.add_argument("--width", type=float, default=None,
-                   help="channel multiplier of the network (scaled default 0.25; paper 1.0)")
-    g.add_argument("--draws", type=int, default=None,
-                   help="random draws per image and alpha (scaled default 200; paper 2000)")
-    g.add_argument("--steps", type=int, default=None, help="line-search scales (paper: 256)")
-    g.add_argument("--s-max", type=float, default=None, help="largest line-search L2 scale (default 10)")
-    g.add_argument("--alphas", nargs="+", type=float, default=None, help="random sizes / eps_adv (1 2 5 10)")
-    g.add_argument("--batch-size", type=int, default=None, help="SGD batch (scaled default 64; paper: 128)")
-    g.add_argument("--lr", type=float, default=None, help="initial learning rate (paper: 0.1)")
-    g.add_argument("--seed", type=int, default=None, help="training seed (default 0)")
-    g.add_argument("--restarts", type=int, default=None,
+                   help=f"images audited per split ({_scaled(lambda c: c.audit_images)})")
+    # the preset's value when not given (default None)
+    o.EPOCHS.add(g, default=None, help=f"training epochs ({_scaled(lambda c: c.train.epochs)})")
+    o.WIDTH.add(g, default=None,
+                help=f"channel multiplier of the network ({_scaled(lambda c: c.width)})")
+    o.DRAWS.add(g, default=None,
+                help=f"random draws per image and alpha ({_scaled(lambda c: c.audit.draws)})")
+    o.STEPS.add(g, default=None, help=f"line-search scales ({_scaled(lambda c: c.audit.steps)})")
+    o.S_MAX.add(g, default=None, help=f"largest line-search L2 scale, pixel units "
+                                      f"({_scaled(lambda c: c.audit.s_max)})")
+    o.ALPHAS.add(g, default=None, help=f"random sizes / eps_adv ({_scaled(lambda c: c.audit.alphas)})")
+    o.BATCH_SIZE.add(g, default=None, help=f"SGD batch ({_scaled(lambda c: c.train.batch_size)})")
+    o.LR.add(g, default=None, help=f"initial learning rate ({_scaled(lambda c: c.train.lr)})")
+    o.SEED.add(g, default=None, help=f"training seed ({_scaled(lambda c: c.train.seed)})")
+    o.RESTARTS.add(g, default=None,
                    help="retrain a pair from a new seed if training collapses to one class, at most N "
-                        "times (scaled default 2; paper 0)")
-    g.add_argument("--init", choices=("glorot", "torch"), default=None,
-                   help="initial weights (default glorot, the paper's Keras default)")
-    g.add_argument("--probe-seed", type=int, default=None, help="seed of the random draws (default 0)")
-    g.add_argument("--data-seed", type=int, default=0, help="seed of the image subsets (default 0)")
-    g.add_argument("--forward-batch", type=int, default=None, help="inputs per forward pass (default 256)")
+                        f"times ({_scaled(lambda c: c.restarts)})")
+    o.INIT.add(g, default=None,
+               help=f"initial weights ({_scaled(lambda c: c.init)}, the paper's Keras default)")
+    o.PROBE_SEED.add(g, default=None, help=f"seed of the random draws ({_scaled(lambda c: c.audit.seed)})")
+    o.DATA_SEED.add(g, default=sc.data_seed, help="seed of the image subsets (default: %(default)s)")
+    o.FORWARD_BATCH.add(g, default=None,
+                        help=f"inputs per forward pass ({_scaled(lambda c: c.audit.batch_size)})")
     d = p.add_argument_group("data and execution")
-    d.add_argument("--data", choices=DATASETS, default="fashion-mnist",
-                   help="full Fashion-MNIST (IDX files) or the subset shipped with perturbscope "
-                        "(default: %(default)s)")
-    d.add_argument("--data-path", default=None, metavar="DIR",
-                   help="folder of the Fashion-MNIST IDX files (default: auto-detected)")
-    d.add_argument("--store", default=DEFAULT_STORE, metavar="PATH",
-                   help="SQLite results store (default: %(default)s)")
-    d.add_argument("--name", default=None, help="name of a new run (default: the experiment)")
+    o.DATA.add(d, choices=DATASETS, default=sc.source,
+               help="full Fashion-MNIST (IDX files) or the subset shipped with perturbscope "
+                    "(default: %(default)s)")
+    o.DATA_PATH.add(d, help="folder of the Fashion-MNIST IDX files (default: auto-detected)")
+    o.STORE.add(d, default=DEFAULT_STORE, metavar="PATH", help="SQLite results store (default: %(default)s)")
+    o.RUN_NAME.add(d, help="name of a new run (default: the experiment)")
     d.add_argument("--executor", choices=EXECUTORS, default="local",
                    help="run jobs here (local) or on a Ray cluster (needs perturbscope[ray])")
     d.add_argument("--ray-address", default=None,
                    help="Ray cluster to join, e.g. auto or ray://head:10001 (default: start a local one)")
-    d.add_argument("--ray-cpus", type=int, default=None, help="CPUs of a local Ray instance")
-    d.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
-    d.add_argument("--threads", type=int, default=None, help="torch threads per job (default: torch's)")
-    d.add_argument("--out", default=None, metavar="DIR", help="also write the tables (txt, csv) here")
+    d.add_argument("--ray-cpus", type=o.COUNT, default=None, help="CPUs of a local Ray instance")
+    o.DEVICE.add(d, default=sc.device)
+    o.THREADS.add(d, help="torch threads per job (default: %(default)s)")
+    o.OUT.add(d, help="also write the tables (txt, csv) here")
     d.add_argument("--export", default=None, metavar="FILE",
                    help="also export the run's records (.csv or .parquet)")
-    add_progress_arg(p)
+    o.add_progress_arg(p)
     p.set_defaults(func=run)

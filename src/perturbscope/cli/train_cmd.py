@@ -5,35 +5,24 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from perturbscope.cli.common import add_data_args, add_progress_arg, load_task
-from perturbscope.data import load_pair_task
-from perturbscope.models.checkpoint import save_checkpoint
-from perturbscope.models.runtime import predict
-from perturbscope.train import TrainConfig, train_pair_model
+from perturbscope.cli import options as o
+from perturbscope.cli.common import load_task, set_threads, use_device
+from perturbscope.train_config import TrainConfig
 
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("model and training (paper: width 1, 100 epochs, lr 0.1 halved every 20)")
-    g.add_argument("--width", type=float, default=0.25,
-                   help="channel multiplier of the paper's network; 1.0 = the paper's (default: %(default)s)")
-    g.add_argument("--deep", action="store_true",
-                   help="keep Conv-5/6 (the paper's CIFAR-10 network; Fashion-MNIST drops them)")
-    g.add_argument("--dropout", type=float, default=0.4,
-                   help="dropout after every conv layer, active in training only (paper: 0.4)")
-    g.add_argument("--init", choices=("glorot", "torch"), default="glorot",
-                   help="weight initialisation: Glorot-uniform as the paper's Keras code, or PyTorch's "
-                        "default (default: %(default)s)")
-    g.add_argument("--restarts", type=int, default=2,
-                   help="retrain from a new seed when training collapses to a constant answer, at most "
-                        "this many times (default: %(default)s)")
-    g.add_argument("--epochs", type=int, default=10, help="training epochs (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=0.1, help="initial learning rate (default: %(default)s)")
-    g.add_argument("--batch-size", type=int, default=128, help="images per SGD step (default: %(default)s)")
-    g.add_argument("--seed", type=int, default=0, help="seed of initialisation and batching (default: 0)")
-    g.add_argument("--noise", choices=("none", "cube", "ball"), default="none",
-                   help="additive training noise: uniform in the cube [-s, s]^d or the L2 ball of radius s")
-    g.add_argument("--noise-size", type=float, default=0.0, metavar="S",
-                   help="noise size s in pixel units (cube half-width, or ball radius)")
+    o.WIDTH.add(g)
+    o.DEEP.add(g)
+    o.DROPOUT.add(g)
+    o.INIT.add(g)
+    o.RESTARTS.add(g)
+    o.EPOCHS.add(g)
+    o.LR.add(g)
+    o.BATCH_SIZE.add(g)
+    o.SEED.add(g, default=o.TRAIN.seed, help="seed of initialisation and batching (default: %(default)s)")
+    o.NOISE.add(g)
+    o.NOISE_SIZE.add(g)
 
 
 def training_config(args: argparse.Namespace) -> TrainConfig:
@@ -46,17 +35,23 @@ def fit(args: argparse.Namespace, out: Path, train_limit: int | None | str = "sa
 
     ``train_limit`` caps the training images (``"same"``: the ``--limit`` of the audit).
     """
+    from perturbscope.data import load_pair_task
+    from perturbscope.models.checkpoint import save_checkpoint
+    from perturbscope.models.classifier import as_classifier
+    from perturbscope.train import train_pair_model
+
+    device = use_device(args.device)
     limit = args.limit if train_limit == "same" else train_limit
     train = load_pair_task(args.data, "train", *args.classes, path=args.data_path, limit=limit,
                            seed=args.data_seed)
     test = load_task(args, "test")
     model, hist = train_pair_model(train.x, train.y, width=args.width, deep=args.deep, dropout=args.dropout,
                                    init=args.init, config=training_config(args),
-                                   progress=not args.no_progress, restarts=args.restarts)
+                                   progress=not args.no_progress, restarts=args.restarts, device=device)
     if hist.attempts > 1:
         print(f"training collapsed to a constant answer {hist.attempts - 1} time(s); "
               f"kept the run with seed {hist.seed}")
-    acc = {name: 100.0 * float((predict(model, t.x, "sigmoid") == t.y).double().mean())
+    acc = {name: 100.0 * float((as_classifier(model, "sigmoid").predict(t.x).cpu() == t.y).double().mean())
            for name, t in (("train", train), ("test", test))}
     meta = {"data": args.data, "classes": list(train.classes), "class_names": list(train.class_names),
             "limit": args.limit, "train_images": int(train.y.numel()), "dropout": args.dropout,
@@ -67,6 +62,7 @@ def fit(args: argparse.Namespace, out: Path, train_limit: int | None | str = "sa
 
 
 def run(args: argparse.Namespace) -> int:
+    set_threads(args.threads)
     out = Path(args.out)
     _, meta = fit(args, out)
     names = meta["class_names"]
@@ -80,8 +76,9 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train the paper's binary CNN on 'class I vs class J'",
                        description="Train the paper's truncated-VGG binary CNN (sigmoid output, MSE loss, "
                                    "SGD + Nesterov 0.9) on a pair task and save a weights-only checkpoint.")
-    add_data_args(p)
+    o.add_data_args(p)
     add_training_args(p)
-    p.add_argument("--out", required=True, metavar="FILE.pt", help="checkpoint to write")
-    add_progress_arg(p)
+    o.add_runtime_args(p)
+    o.OUT.add(p, required=True, metavar="FILE.pt", help="checkpoint to write")
+    o.add_progress_arg(p)
     p.set_defaults(func=run)

@@ -16,7 +16,8 @@ from typing import Literal
 import numpy as np
 import torch
 
-__all__ = ["PairTask", "pair_task", "load_pair_task", "SOURCES"]
+__all__ = ["PairTask", "pair_task", "load_pair_task", "SOURCES", "MultiClassTask", "multiclass_task",
+           "pair_positions", "multiclass_positions", "sample_covering"]
 
 #: Sources understood by :func:`load_pair_task`.
 SOURCES: tuple[str, ...] = ("fashion-mnist", "fashion-mnist-subset", "digits")
@@ -113,6 +114,22 @@ def _select_limit(y01: np.ndarray, limit: int, seed: int) -> np.ndarray:
     return np.sort(np.concatenate([pick0, pick1]))
 
 
+def pair_positions(labels: np.ndarray, i: int, j: int, *, limit: int | None = None, seed: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """The images :func:`pair_task` keeps: sorted positions ``(n,)`` and their 0/1 labels ``(n,)``.
+
+    Only the labels are needed, so a lazy source can decode just these images and get the
+    same task as :func:`pair_task` on the whole array.
+    """
+    labs = np.asarray(labels)
+    pos = np.flatnonzero((labs == i) | (labs == j))
+    y01 = (labs[pos] == j).astype(np.int64)
+    if limit is not None and pos.size > limit:
+        keep = _select_limit(y01, int(limit), seed)
+        pos, y01 = pos[keep], y01[keep]
+    return pos, y01
+
+
 def pair_task(
     images: np.ndarray | torch.Tensor,
     labels: np.ndarray | torch.Tensor,
@@ -187,11 +204,7 @@ def pair_task(
     else:
         pair_names = (str(i), str(j))
 
-    pos = np.flatnonzero((labs == i) | (labs == j))
-    y01 = (labs[pos] == j).astype(np.int64)
-    if limit is not None and pos.size > limit:
-        keep = _select_limit(y01, int(limit), seed)
-        pos, y01 = pos[keep], y01[keep]
+    pos, y01 = pair_positions(labs, i, j, limit=limit, seed=seed)
     x = _to_unit_float(imgs[pos])
     if x.shape[1] != channels:
         x = np.repeat(x, channels, axis=1)
@@ -251,3 +264,190 @@ def load_pair_task(
         names = DIGITS_CLASSES
     return pair_task(images, labels, i, j, channels=channels, limit=limit, seed=seed,
                      class_names=names, source=source, split=split)
+
+
+@dataclass
+class MultiClassTask:
+    """A multi-class task: some (or all) classes of a labelled image set.
+
+    Attributes:
+        x: float32 ``(N, C, H, W)``, pixel values in [0, 1].
+        y: int64 ``(N,)``: the position of each image's original class in ``classes``. With all
+            classes kept (``classes = (0, ..., K-1)``) this is the original label, so the class
+            indices of a model trained on the full set (e.g. a pretrained ImageNet model) apply.
+        classes: the original labels, in the order of the new labels.
+        class_names: names of ``classes``, in the same order.
+        source, split: where the images came from.
+        indices: int64 ``(N,)``, each image's position in the source (provenance).
+    """
+
+    x: torch.Tensor
+    y: torch.Tensor
+    classes: tuple[int, ...]
+    class_names: tuple[str, ...]
+    source: str = ""
+    split: str = ""
+    indices: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def num_classes(self) -> int:
+        """K, the number of classes of the task (present or not)."""
+        return len(self.classes)
+
+    @property
+    def dim(self) -> int:
+        """Input dimension d = C * H * W."""
+        return int(np.prod(self.x.shape[1:]))
+
+    def to(self, device: torch.device | str) -> MultiClassTask:
+        """A copy with ``x`` and ``y`` on ``device`` (metadata shared)."""
+        return replace(self, x=self.x.to(device), y=self.y.to(device))
+
+    def class_counts(self) -> tuple[int, ...]:
+        """Number of images of each class, in the order of ``classes``."""
+        return tuple(int(c) for c in torch.bincount(self.y.cpu(), minlength=self.num_classes))
+
+    def describe(self) -> str:
+        """One line, e.g. ``cifar10/test: 10 classes (10 present), 1000 images 3x32x32``."""
+        where = "/".join(p for p in (self.source, self.split) if p) or "data"
+        shape = "x".join(str(s) for s in self.x.shape[1:])
+        present = sum(1 for c in self.class_counts() if c)
+        return f"{where}: {self.num_classes} classes ({present} present), {len(self)} images {shape}"
+
+
+def sample_covering(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """A seeded choice of at most ``n`` positions that includes every class present.
+
+    The paper's ImageNet sampling (Section 7.1.5: 20,480 validation images, every class
+    represented, classes not balanced): with ``rng = numpy.random.default_rng(seed)``, one image
+    of each class present (classes in increasing order, each chosen uniformly among that class's
+    images), then the rest drawn uniformly without replacement from the remaining images.
+    Returns the positions sorted (original order). ``n >= len(labels)`` keeps all.
+
+    Raises:
+        ValueError: ``n`` smaller than the number of classes present.
+    """
+    labs = np.asarray(labels)
+    if labs.ndim != 1:
+        raise ValueError(f"labels must be 1-D, got shape {labs.shape}")
+    n = int(n)
+    if n >= labs.size:
+        return np.arange(labs.size, dtype=np.int64)
+    present = np.unique(labs)
+    if n < present.size:
+        raise ValueError(f"limit={n} is smaller than the {present.size} classes present; every class "
+                         "must be represented (give limit >= the number of classes)")
+    rng = np.random.default_rng(seed)
+    first = np.array([rng.choice(np.flatnonzero(labs == c)) for c in present], dtype=np.int64)
+    rest = np.setdiff1d(np.arange(labs.size, dtype=np.int64), first)
+    fill = rng.choice(rest, size=n - first.size, replace=False) if n > first.size else rest[:0]
+    return np.sort(np.concatenate([first, fill.astype(np.int64)]))
+
+
+def multiclass_positions(labels: np.ndarray, classes: Sequence[int], *, limit: int | None = None,
+                         seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Positions ``(n,)`` of the images of ``classes`` and their new labels (index in ``classes``).
+
+    ``limit`` keeps at most that many with :func:`sample_covering` (every class present stays).
+    """
+    labs = np.asarray(labels)
+    cls = [int(c) for c in classes]
+    if len(set(cls)) != len(cls):
+        raise ValueError(f"classes must be different, got {cls}")
+    present = set(np.unique(labs).tolist())
+    missing = [c for c in cls if c not in present]
+    if missing:
+        raise ValueError(f"class(es) {missing} have no images; classes present: {sorted(present)}")
+    lookup = {c: k for k, c in enumerate(cls)}
+    pos = np.flatnonzero(np.isin(labs, cls))
+    if limit is not None:
+        if int(limit) < 1:
+            raise ValueError(f"limit must be >= 1 or None, got {limit}")
+        pos = pos[sample_covering(labs[pos], int(limit), seed)]
+    new = np.fromiter((lookup[int(v)] for v in labs[pos]), dtype=np.int64, count=pos.size)
+    return pos, new
+
+
+def multiclass_task(
+    images: np.ndarray | torch.Tensor,
+    labels: np.ndarray | torch.Tensor,
+    classes: Sequence[int] | None = None,
+    *,
+    channels: int = 3,
+    limit: int | None = None,
+    seed: int = 0,
+    class_names: Sequence[str] | None = None,
+    source: str = "",
+    split: str = "",
+) -> MultiClassTask:
+    """Build a multi-class task from ``classes`` (default: all classes, labels kept).
+
+    Args:
+        images: ``(N, H, W)``, ``(N, 1, H, W)`` or ``(N, channels, H, W)``; uint8 in 0..255 or
+            float in [0, 1] (as :func:`pair_task`).
+        labels: integer class labels ``(N,)``.
+        classes: original labels to keep, relabelled 0..k-1 in this order. ``None``: every class
+            ``0..K-1`` (``K = len(class_names)``, else ``max(labels) + 1``), labels unchanged.
+        channels: output channels (grey repeated).
+        limit: keep at most this many images, every class present still represented
+            (:func:`sample_covering`, seeded by ``seed``), in their original order.
+        class_names: names of all classes, indexed by original label.
+        source, split: recorded in the result.
+
+    Returns:
+        A :class:`MultiClassTask` (``x`` float32 ``(n, channels, H, W)`` in [0, 1], on the CPU).
+    """
+    imgs = _as_numpy(images, "images")
+    labs = _as_numpy(labels, "labels")
+    if channels < 1:
+        raise ValueError(f"channels must be >= 1, got {channels}")
+    if labs.ndim != 1 or not np.issubdtype(labs.dtype, np.integer):
+        raise ValueError(f"labels must be a 1-D integer array, got {labs.dtype} {labs.shape}")
+    if imgs.ndim == 3:
+        imgs = imgs[:, None]
+    elif imgs.ndim != 4:
+        raise ValueError(f"images must have shape (N, H, W) or (N, C, H, W), got {imgs.shape}")
+    if imgs.shape[1] not in (1, channels):
+        raise ValueError(f"images have {imgs.shape[1]} channels; expected 1 (grey, repeated to "
+                         f"{channels}) or channels={channels}")
+    if imgs.shape[0] != labs.shape[0]:
+        raise ValueError(f"images ({imgs.shape[0]}) and labels ({labs.shape[0]}) differ in length")
+    if labs.size and int(labs.min()) < 0:
+        raise ValueError(f"labels must be >= 0, found {int(labs.min())}")
+    names = tuple(str(n) for n in class_names) if class_names is not None else None
+    if classes is None:
+        k = len(names) if names is not None else (int(labs.max()) + 1 if labs.size else 0)
+        if labs.size and int(labs.max()) >= k:
+            raise ValueError(f"label {int(labs.max())} has no name: class_names has {k} entries")
+        cls: tuple[int, ...] = tuple(range(k))
+        pos = np.arange(labs.size, dtype=np.int64)
+        if limit is not None:
+            pos = sample_covering(labs, int(limit), seed)
+        new = labs[pos].astype(np.int64)
+    else:
+        cls = tuple(int(c) for c in classes)
+        if not cls:
+            raise ValueError("classes must name at least one class, or be None for all")
+        pos, new = multiclass_positions(labs, cls, limit=limit, seed=seed)
+    if names is not None:
+        bad = [c for c in cls if not 0 <= c < len(names)]
+        if bad:
+            raise ValueError(f"class_names has {len(names)} entries, cannot name classes {bad}")
+        task_names = tuple(names[c] for c in cls)
+    else:
+        task_names = tuple(str(c) for c in cls)
+    x = _to_unit_float(imgs[pos])
+    if x.shape[1] != channels:
+        x = np.repeat(x, channels, axis=1)
+    return MultiClassTask(
+        x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        y=torch.from_numpy(new.astype(np.int64)),
+        classes=cls,
+        class_names=task_names,
+        source=source,
+        split=split,
+        indices=torch.from_numpy(pos.astype(np.int64)),
+    )

@@ -69,6 +69,8 @@ class RayExecutor:
             ``--device cuda``).
         max_in_flight: at most this many tasks submitted at once (bounds driver memory).
         init_kwargs: extra keyword arguments for ``ray.init``.
+        connect_timeout: seconds to wait for the cluster at ``address`` (a TCP check of
+            ``host:port`` first, then ``ray.init`` itself); past it a ``ConnectionError`` says so.
 
     Raises:
         ImportError: Ray is not installed (with the install command).
@@ -78,7 +80,7 @@ class RayExecutor:
 
     def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
                  cpus_per_job: float = 1.0, gpus_per_job: float = 0.0, max_in_flight: int = 64,
-                 init_kwargs: dict[str, Any] | None = None) -> None:
+                 init_kwargs: dict[str, Any] | None = None, connect_timeout: float = 30.0) -> None:
         try:
             import ray
         except ImportError as exc:
@@ -97,7 +99,9 @@ class RayExecutor:
             elif num_cpus is not None:
                 kw["num_cpus"] = int(num_cpus)
             kw.update(init_kwargs or {})
-            ray.init(**kw)
+            if address not in (None, "auto", "local"):
+                _check_reachable(address, connect_timeout)
+            _init_with_timeout(ray, kw, connect_timeout, address)
             self._started = True
         self.cpus_per_job = float(cpus_per_job)
         self.gpus_per_job = float(gpus_per_job)
@@ -139,6 +143,44 @@ class RayExecutor:
         res = self._ray.cluster_resources()
         return {"executor": "ray", "cluster_cpus": res.get("CPU"), "cluster_gpus": res.get("GPU"),
                 "ray": self._ray.__version__}
+
+
+def _check_reachable(address: str, timeout: float) -> None:
+    """Refuse an address whose ``host:port`` does not accept a TCP connection within ``timeout`` s."""
+    import socket
+
+    hostport = address.split("://", 1)[-1].split("/", 1)[0]
+    host, sep, port = hostport.rpartition(":")
+    if not sep or not port.isdigit():
+        raise ValueError(f"Ray address {address!r} must look like host:port, ray://host:port or 'auto'")
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConnectionError(f"cannot reach the Ray cluster at {address} ({exc}); is it running? "
+                              f"(checked for {timeout:g} s)") from exc
+
+
+def _init_with_timeout(ray: Any, kwargs: dict[str, Any], timeout: float, address: str | None) -> None:
+    """``ray.init(**kwargs)``, but give up with a clear error after ``timeout`` seconds."""
+    import threading
+
+    box: dict[str, BaseException] = {}
+
+    def run() -> None:
+        try:
+            ray.init(**kwargs)
+        except BaseException as exc:  # noqa: BLE001  (re-raised in the caller)
+            box["error"] = exc
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    t.join(timeout if address not in (None, "local") else None)
+    if t.is_alive():
+        raise ConnectionError(f"Ray did not connect to {address} within {timeout:g} s; check the address "
+                              f"(ray status on the head node)")
+    if "error" in box:
+        err = box["error"]
+        raise ConnectionError(f"Ray could not start or connect (address {address}): {err}") from err
 
 
 def _call(fn: Callable[[Any], Any], job: Any) -> Any:

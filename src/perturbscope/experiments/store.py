@@ -34,7 +34,6 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import json
-import math
 import os
 import platform
 import sqlite3
@@ -47,10 +46,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from perturbscope.audit.schema import dtype_of
+from perturbscope.audit.summary import summarize_groups
 from perturbscope.fileio import atomic_write
-from perturbscope.measure.metrics import alpha_key, summarize_records
 
-__all__ = ["ResultsStore", "UnitAlreadyDone", "config_hash", "software_versions", "unit_key",
+__all__ = ["ResultsStore", "StoreError", "UnitAlreadyDone", "config_hash", "software_versions", "unit_key",
            "parse_unit_key", "UNIT_STATUSES"]
 
 UNIT_STATUSES = ("pending", "done", "failed")
@@ -60,6 +60,29 @@ class UnitAlreadyDone(ValueError):
     """:meth:`ResultsStore.commit_unit` on a unit that is already done (e.g. finished by another
     process running the same sweep); nothing was written."""
 SCHEMA_VERSION = 1
+#: SQLite ``PRAGMA application_id`` of a perturbscope results store (ASCII "PSCP")
+APPLICATION_ID = 0x50534350
+STORE_FORMAT = "perturbscope-results-store"
+
+
+class StoreError(ValueError):
+    """The store file is missing, not a perturbscope store, damaged, or cannot be written."""
+
+
+def _db_error(path: Path, exc: BaseException) -> str:
+    text = str(exc)
+    if "malformed" in text or "corrupt" in text:
+        return (f"results store {path} is damaged ({text}); restore it from a copy or start a new "
+                f"one with another --store path")
+    if "not a database" in text or "file is encrypted" in text:
+        return f"{path} is not a perturbscope results store (not an SQLite database: {text})"
+    if "readonly" in text or "read-only" in text:
+        return f"results store {path} cannot be written ({text}); open it read-only or give a writable path"
+    if "disk" in text and "full" in text:
+        return f"no space left to write the results store {path} ({text}); nothing of the unit was kept"
+    if "unable to open" in text:
+        return f"cannot open the results store {path} ({text}); check the path and its permissions"
+    return f"results store {path}: {text}"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -171,16 +194,25 @@ def _record_json(row: dict[str, Any]) -> str:
     return json.dumps(_plain(row), allow_nan=True)
 
 
-def _mean_sd(v: pd.Series) -> tuple[float, float]:
-    v = v.dropna().astype(float)
-    if len(v) == 0:
-        return math.nan, math.nan
-    return float(v.mean()), (float(v.std(ddof=1)) if len(v) > 1 else math.nan)
-
-
 # ---------------------------------------------------------------------------------------------
 # the store
 # ---------------------------------------------------------------------------------------------
+
+def _typed(df: pd.DataFrame) -> pd.DataFrame:
+    """Give record columns read back from JSON the dtypes the audit schema declares."""
+    for c in df.columns:
+        kind = dtype_of(str(c))
+        col = df[c]
+        if kind == "bool" and col.map(lambda v: isinstance(v, bool | np.bool_)).all():
+            df[c] = col.astype(bool)
+        elif kind == "float64":
+            df[c] = pd.to_numeric(col, errors="coerce").astype(np.float64)
+        elif kind == "int64" and col.notna().all():
+            df[c] = pd.to_numeric(col).astype(np.int64)
+        elif kind is None and col.dtype == object and col.map(lambda v: isinstance(v, bool)).all():
+            df[c] = col.astype(bool)
+    return df
+
 
 class ResultsStore:
     """Runs, units of work and per-image records of sweeps, in the SQLite file ``path``.
@@ -196,31 +228,88 @@ class ResultsStore:
             store.export("fashion-mnist", "records.parquet", fmt="parquet")
     """
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, read_only: bool = False) -> None:
         if not isinstance(path, str | os.PathLike):
             raise TypeError(f"path must be a str or os.PathLike, got {type(path).__name__}")
         self.path = Path(path)
+        self.read_only = bool(read_only)
+        self._con: sqlite3.Connection | None = None
+        if str(path) == "":
+            raise ValueError("store path is empty; give a file name such as results.sqlite")
         if self.path.is_dir():
             raise ValueError(f"store path {self.path} is a directory; give a file name such as "
                              f"{self.path / 'results.sqlite'}")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.read_only:
+            self._open_read_only()
+            return
+        new = not self.path.exists() or self.path.stat().st_size == 0
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self._con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
+            if not new:
+                self._check_ours()
             self._con.execute("PRAGMA journal_mode=WAL")
+            self._con.execute("PRAGMA synchronous=FULL")
+            self._con.execute("PRAGMA foreign_keys=ON")
+            with self._tx():
+                for stmt in _SCHEMA.split(";"):
+                    if stmt.strip():
+                        self._con.execute(stmt)
+                self._con.execute(f"PRAGMA application_id={APPLICATION_ID}")
+                row = self._con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+                if row is None:
+                    self._con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+                    self._con.execute("INSERT OR IGNORE INTO meta VALUES ('format', ?)", (STORE_FORMAT,))
+                elif int(row[0]) != SCHEMA_VERSION:
+                    raise ValueError(f"{self.path} has store schema {row[0]}, this perturbscope reads "
+                                     f"{SCHEMA_VERSION}")
         except sqlite3.DatabaseError as exc:
-            raise ValueError(f"{self.path} is not a perturbscope results store (SQLite): {exc}") from exc
-        self._con.execute("PRAGMA synchronous=FULL")
-        self._con.execute("PRAGMA foreign_keys=ON")
-        with self._tx():
-            for stmt in _SCHEMA.split(";"):
-                if stmt.strip():
-                    self._con.execute(stmt)
-            row = self._con.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
-            if row is None:
-                self._con.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
-            elif int(row[0]) != SCHEMA_VERSION:
-                raise ValueError(f"{self.path} has store schema {row[0]}, this perturbscope reads "
-                                 f"{SCHEMA_VERSION}")
+            self.close()
+            raise StoreError(_db_error(self.path, exc)) from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _open_read_only(self) -> None:
+        if not self.path.is_file():
+            raise StoreError(f"results store {self.path} does not exist")
+        uri = f"file:{self.path.resolve().as_posix()}?mode=ro"
+        try:
+            self._con = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None)
+            try:
+                self._check_ours()
+            except sqlite3.OperationalError:  # a WAL database on a read-only medium: open it immutable
+                self._con.close()
+                self._con = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+                self._check_ours()
+        except sqlite3.DatabaseError as exc:
+            self.close()
+            raise StoreError(_db_error(self.path, exc)) from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def _check_ours(self) -> None:
+        """Refuse a database that is not a perturbscope results store (before changing anything)."""
+        con = self._con
+        assert con is not None
+        app = con.execute("PRAGMA application_id").fetchone()[0]
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if app == APPLICATION_ID:
+            return
+        if app == 0 and not tables:  # an empty database: ours to initialise
+            if self.read_only:
+                raise StoreError(f"{self.path} is an empty database, not a perturbscope results store")
+            return
+        ours = {"meta", "runs", "units", "records", "artifacts"}
+        legacy = app == 0 and ours <= tables and con.execute(
+            "SELECT 1 FROM meta WHERE key='schema_version'").fetchone() is not None
+        if legacy:  # a store written before the application id was set
+            return
+        listed = ", ".join(sorted(tables)) or "none"
+        raise StoreError(f"{self.path} is an SQLite database but not a perturbscope results store "
+                         f"(application id {app}, tables: {listed}); nothing was changed. Give another "
+                         f"--store path")
 
     # -- plumbing -------------------------------------------------------------------------------
     def close(self) -> None:
@@ -243,18 +332,40 @@ class ResultsStore:
         """One write transaction (BEGIN IMMEDIATE ... COMMIT, ROLLBACK on any error)."""
         if self._con is None:
             raise ValueError("the store is closed")
-        self._con.execute("BEGIN IMMEDIATE")
+        if self.read_only:
+            raise StoreError(f"results store {self.path} was opened read-only")
+        try:
+            self._con.execute("BEGIN IMMEDIATE")
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(_db_error(self.path, exc)) from exc
         try:
             yield self._con
-        except BaseException:
-            self._con.execute("ROLLBACK")
+        except sqlite3.IntegrityError:  # a constraint we rely on (e.g. a test's trigger): as is
+            if self._con.in_transaction:
+                self._con.execute("ROLLBACK")
             raise
-        self._con.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            if self._con.in_transaction:
+                self._con.execute("ROLLBACK")
+            raise StoreError(_db_error(self.path, exc)) from exc
+        except BaseException:
+            if self._con.in_transaction:
+                self._con.execute("ROLLBACK")
+            raise
+        try:
+            self._con.execute("COMMIT")
+        except sqlite3.DatabaseError as exc:
+            if self._con.in_transaction:
+                self._con.execute("ROLLBACK")
+            raise StoreError(_db_error(self.path, exc)) from exc
 
     def _q(self, sql: str, args: Sequence[Any] = ()) -> list[tuple]:
         if self._con is None:
             raise ValueError("the store is closed")
-        return self._con.execute(sql, tuple(args)).fetchall()
+        try:
+            return self._con.execute(sql, tuple(args)).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StoreError(_db_error(self.path, exc)) from exc
 
     # -- runs -----------------------------------------------------------------------------------
     def open_run(self, name: str, config: dict[str, Any], versions: dict[str, str] | None = None
@@ -355,9 +466,30 @@ class ResultsStore:
         df["meta"] = [json.loads(m) for m in df["meta"]]
         return df
 
-    def pending_units(self, run: str) -> list[str]:
-        """Keys of the units of ``run`` not yet ``done`` (pending or failed), in plan order."""
+    def damaged_units(self, run: str) -> list[str]:
+        """Keys of ``done`` units whose stored records do not number ``n_records`` (records deleted
+        or added by hand, a store copied in part)."""
         rid = self.resolve(run)
+        rows = self._q("SELECT u.unit_key FROM units u WHERE u.run_id=? AND u.status='done' AND "
+                       "COALESCE(u.n_records, -1) != (SELECT COUNT(*) FROM records r WHERE "
+                       "r.run_id=u.run_id AND r.unit_key=u.unit_key) ORDER BY u.rowid", (rid,))
+        return [r[0] for r in rows]
+
+    def pending_units(self, run: str) -> list[str]:
+        """Keys of the units of ``run`` not yet ``done`` (pending or failed), in plan order.
+
+        A ``done`` unit whose record count does not match is put back to ``pending`` first (its
+        remaining records deleted), so a resumed sweep redoes it.
+        """
+        rid = self.resolve(run)
+        damaged = self.damaged_units(rid)
+        if damaged:
+            with self._tx() as con:
+                for key in damaged:
+                    con.execute("DELETE FROM records WHERE run_id=? AND unit_key=?", (rid, key))
+                    con.execute("UPDATE units SET status='pending', meta_json=? "
+                                "WHERE run_id=? AND unit_key=?",
+                                (json.dumps({"redo": "record count did not match"}), rid, key))
         return [r[0] for r in self._q("SELECT unit_key FROM units WHERE run_id=? AND status!='done' "
                                       "ORDER BY rowid", (rid,))]
 
@@ -454,6 +586,11 @@ class ResultsStore:
             columns ``pair, split, unit_key``) when nothing is finished.
         """
         rid = self.resolve(run)
+        damaged = [k for k in self.damaged_units(rid) if unit is None or k == unit]
+        if damaged:
+            raise StoreError(f"results store {self.path}: unit(s) {damaged} of run {rid} are marked done "
+                             f"but their records do not match the count written; run the sweep again "
+                             f"to redo them")
         sql = ("SELECT r.unit_key, r.data_json FROM records r JOIN units u "
                "ON u.run_id = r.run_id AND u.unit_key = r.unit_key "
                "WHERE r.run_id=? AND u.status='done'")
@@ -471,21 +608,15 @@ class ResultsStore:
             if col in data.columns:
                 data = data.drop(columns=col)
         out = pd.concat([parts, pd.Series(keys, name="unit_key").to_frame(), data], axis=1)
-        for c in out.columns:  # JSON gives object columns for bools mixed with None; tidy up
-            if out[c].dtype == object and out[c].map(lambda v: isinstance(v, bool)).all():
-                out[c] = out[c].astype(bool)
-        return out
+        return _typed(out)
 
     def summaries(self, run: str, alphas: Sequence[float] | None = None) -> pd.DataFrame:
-        """One row per finished unit (pair x split) with the paper's percentages and norms.
+        """One row per finished unit (pair x split): :func:`perturbscope.audit.summary.summarize_groups`.
 
-        Columns: ``pair, split, unit_key``; the keys of
-        :func:`perturbscope.measure.metrics.summarize_records` (``n_images, n_correct,
-        n_adversarial, accuracy, adversarial_susceptibility``, all in %, with the nested
-        ``random_susceptibility`` and ``n_random`` flattened per alpha to
-        ``random_susceptibility_a{alpha}`` and ``n_random_a{alpha}``); and the mean and sample
-        standard deviation (ddof=1) over the adversarially susceptible images of the smallest
-        attack's norms, ``eps_{l1,l2,linf}_{mean,sd}`` (pixel units; Table 21 of the paper).
+        Columns: ``pair, split, unit_key``, counts, the paper's percentages (eqs 6-8) with their
+        95% Clopper-Pearson interval ends (``*_lo``, ``*_hi``), ``random_a{alpha}`` and
+        ``n_random_a{alpha}`` per alpha, and the mean and sample sd of the smallest attack's
+        norms over the susceptible images, ``eps_{l1,l2,linf}_{mean,sd}`` (pixel units).
 
         ``alphas`` default: the run config's ``audit.alphas``, else the ``flips_a*`` columns.
         """
@@ -493,37 +624,32 @@ class ResultsStore:
         if alphas is None:
             cfg = self.run_config(run)
             alphas = (cfg.get("audit") or {}).get("alphas")
-        if alphas is None:
-            alphas = [float(c[len("flips_a"):]) for c in recs.columns if c.startswith("flips_a")]
-        alphas = [float(a) for a in alphas]
-        cols = ["pair", "split", "unit_key", "n_images", "n_correct", "n_adversarial", "accuracy",
-                "adversarial_susceptibility",
-                *(f"random_susceptibility_{alpha_key(a)}" for a in alphas),
-                *(f"n_random_{alpha_key(a)}" for a in alphas),
-                *(f"eps_{n}_{s}" for n in ("l1", "l2", "linf") for s in ("mean", "sd"))]
-        rows = []
-        for key, grp in recs.groupby("unit_key", sort=False):
-            s = summarize_records(grp, alphas)
-            row: dict[str, Any] = {"pair": grp["pair"].iloc[0], "split": grp["split"].iloc[0],
-                                   "unit_key": key, **{k: s[k] for k in ("n_images", "n_correct",
-                                                                         "n_adversarial", "accuracy",
-                                                                         "adversarial_susceptibility")}}
-            for a in alphas:
-                row[f"random_susceptibility_{alpha_key(a)}"] = s["random_susceptibility"][a]
-                row[f"n_random_{alpha_key(a)}"] = s["n_random"][a]
-            adv = grp["adv_success"].astype(bool) & grp["correct"].astype(bool)
-            for n in ("l1", "l2", "linf"):
-                m, sd = _mean_sd(grp.loc[adv, f"eps_{n}"]) if f"eps_{n}" in grp else (math.nan, math.nan)
-                row[f"eps_{n}_mean"], row[f"eps_{n}_sd"] = m, sd
-            rows.append(row)
-        return pd.DataFrame(rows, columns=cols)
+        if recs.empty:
+            return pd.DataFrame(columns=["pair", "split", "unit_key"])
+        keep = [c for c in recs.columns if not c.startswith("flips_a")
+                or alphas is None or float(c[len("flips_a"):]) in {float(a) for a in alphas}]
+        return summarize_groups(recs[keep], ("pair", "split", "unit_key"))
 
-    def export(self, run: str, path: str | os.PathLike, fmt: str = "csv") -> Path:
-        """Write :meth:`records` of ``run`` to ``path`` (atomically) as ``"csv"`` or ``"parquet"``."""
+    def export(self, run: str, path: str | os.PathLike, fmt: str | None = None) -> Path:
+        """Write :meth:`records` of ``run`` to ``path`` (atomically) as CSV or Parquet.
+
+        ``fmt`` (``"csv"`` or ``"parquet"``) defaults to the file's suffix (``.csv``, ``.parquet``,
+        ``.pq``, any case); another suffix, or a suffix that contradicts ``fmt``, is refused.
+        """
+        path = Path(path)
+        by_suffix = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet"}.get(path.suffix.lower())
+        if fmt is None:
+            if by_suffix is None:
+                raise ValueError(f"cannot tell the export format of {path}: use a .csv or .parquet file name")
+            fmt = by_suffix
         if fmt not in ("csv", "parquet"):
             raise ValueError(f"fmt must be 'csv' or 'parquet', got {fmt!r}")
+        if by_suffix not in (None, fmt) or (by_suffix is None and path.suffix):
+            raise ValueError(f"{path} has the suffix {path.suffix!r}, which is not {fmt}; use a matching "
+                             f"file name (.csv or .parquet)")
+        if path.is_dir():
+            raise ValueError(f"export path {path} is a directory; give a file name")
         df = self.records(run)
-        path = Path(path)
         if fmt == "csv":
             atomic_write(path, lambda p: df.to_csv(p, index=False))
         else:

@@ -1,13 +1,16 @@
-"""Our numbers beside the paper's: Tables 20 and 21 (Fashion-MNIST, class i vs i+1).
+"""Our numbers beside the paper's, built once: long form, side by side, and the two layouts.
 
-The paper's values are data in the package (``perturbscope/reference/paper_tables.json``,
-read by :func:`paper_tables`); ours come from :meth:`ResultsStore.summaries
-<perturbscope.experiments.store.ResultsStore.summaries>` (one row per pair x split).
+Everything starts from per-image records (:mod:`perturbscope.audit.schema`) or their group
+summaries (:func:`perturbscope.audit.summary.summarize_groups`, what
+:meth:`ResultsStore.summaries <perturbscope.experiments.store.ResultsStore.summaries>` returns):
 
-* :func:`table20_long` / :func:`table21_long`: long DataFrames, one row per metric x pair x
-  split with ``ours``, ``paper`` and ``diff = ours - paper`` (NaN where either is missing).
-* :func:`format_table20` / :func:`format_table21`: the paper's layout (pairs as columns, cells
-  ``"train, test"``), three lines per metric: ours, paper, diff.
+* :func:`long_metrics`: one row per ``(metric, split, pair)`` with ``value`` and ``sd``;
+* :func:`paper_long`: the paper's values in the same long form (package data
+  ``perturbscope/reference/paper_tables.json``, read by :func:`paper_tables`);
+* :func:`side_by_side`: ours beside the paper's, ``diff = ours - paper``;
+* :func:`wide_table`: a display DataFrame (rows ``(metric, split)``, a column per pair; HTML);
+* :func:`table20_long` / :func:`table21_long` and :func:`format_table20` / :func:`format_table21`:
+  the paper's text layout (pairs as columns, cells ``"train, test"``);
 * :func:`protocol_note`: the settings of a run, with the paper's beside any that differ.
 """
 
@@ -15,26 +18,31 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 from importlib import resources
 from typing import Any
 
 import pandas as pd
 
-from perturbscope.measure.metrics import alpha_key
+from perturbscope.audit.schema import alpha_key
+from perturbscope.paper import PAPER_PROTOCOL, PROTOCOL_LABELS
 
-__all__ = ["paper_tables", "table20_long", "table21_long", "format_table20", "format_table21",
-           "protocol_note", "PAPER_PROTOCOL"]
+__all__ = ["paper_tables", "paper_long", "long_metrics", "side_by_side", "wide_table", "metric_label",
+           "pair_sort_key", "table20_long", "table21_long", "format_table20", "format_table21",
+           "protocol_note", "protocol_rows", "NORM_METRICS"]
 
 SPLITS = ("train", "test")
-NORMS = (("eps_l1", "L1"), ("eps_l2", "L2"), ("eps_linf", "Linf"))
+NORMS = ("l1", "l2", "linf")
+NORM_METRICS = (("eps_l1", "L1"), ("eps_l2", "L2"), ("eps_linf", "Linf"))
+METRIC_LABELS = {
+    "accuracy": "Accuracy %",
+    "adversarial_susceptibility": "Adv. susceptibility %",
+    "eps_l1": "Adv. attack norm L1, mean (sd)",
+    "eps_l2": "Adv. attack norm L2, mean (sd)",
+    "eps_linf": "Adv. attack norm Linf, mean (sd)",
+}
 
-#: The paper's Fashion-MNIST protocol, for :func:`protocol_note`.
-PAPER_PROTOCOL: dict[str, Any] = {"train_images": "all (12000 per pair)", "audit_images": "all",
-                                  "width": 1.0, "epochs": 100, "batch_size": 128, "lr": 0.1,
-                                  "restarts": 0,
-                                  "draws": 2000, "steps": 256, "alphas": [1.0, 2.0, 5.0, 10.0]}
 
 
 @lru_cache(maxsize=1)
@@ -50,102 +58,237 @@ def paper_tables() -> dict[str, Any]:
     "table21": {"eps_l1" | "eps_l2" | "eps_linf": {pair: {split: {"mean", "sd"}}}}}``;
     ``"cifar10-noise"`` -> ``{"13" ... "18": {"noise": "cube" | "ball", "level": 1..3,
     "accuracy", "adversarial_susceptibility": {pair: {split}}, "eps_l1" | "eps_l2" | "eps_linf":
-    {pair: {split: {"mean", "sd"}}}}}``. Pairs are ``"i-j"``; percentages in %, norms in pixel
-    units of [0, 1] images.
+    {pair: {split: {"mean", "sd"}}}}}``. ``"cifar10"`` (Tables 4-12, all 45 pairs) and ``"gtsrb"``
+    (Tables 23-24) have the ``"fashion-mnist"`` layout; ``"imagenet-resnet50"`` / ``"imagenet-vgg19"``
+    (Table 25) too, with the one pair ``"all"``, split ``"test"`` and alpha 10 only. Pairs are
+    ``"i-j"``; percentages in %, norms in pixel units of [0, 1] images.
     """
     return json.loads(_load())
 
 
-def _ours(summaries: pd.DataFrame, pair: str, split: str, col: str) -> float:
-    if col not in summaries.columns:
-        return math.nan
-    hit = summaries[(summaries["pair"] == pair) & (summaries["split"] == split)]
-    return float(hit[col].iloc[0]) if len(hit) else math.nan
+def metric_label(metric: str) -> str:
+    """Human label of a metric id (``random_a5`` -> ``Random susceptibility % (alpha=5)``)."""
+    if metric.startswith("random_a"):
+        return f"Random susceptibility % (alpha={metric[len('random_a'):]})"
+    return METRIC_LABELS.get(metric, metric)
 
 
-def _paper(ref: dict, pair: str, split: str, *path: str) -> float:
-    node: Any = ref
-    for p in (*path, pair, split):
-        if not isinstance(node, dict) or p not in node:
-            return math.nan
-        node = node[p]
-    return float(node)
+def pair_sort_key(pair: str) -> tuple:
+    """Sort ``"2-3"`` before ``"10-11"`` (numeric where possible)."""
+    parts = str(pair).split("-")
+    try:
+        return (0, *(int(p) for p in parts))
+    except ValueError:
+        return (1, str(pair))
 
 
-def _check_summaries(summaries: pd.DataFrame) -> None:
-    if not isinstance(summaries, pd.DataFrame):
-        raise TypeError(f"summaries must be a pandas DataFrame, got {type(summaries).__name__}")
-    missing = [c for c in ("pair", "split") if c not in summaries.columns]
+def _check(df: pd.DataFrame, cols: Sequence[str], what: str = "records") -> None:
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{what} must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in cols if c not in df.columns]
     if missing:
-        raise ValueError(f"summaries lack columns {missing} (use ResultsStore.summaries)")
+        raise ValueError(f"{what} lack columns {missing}")
 
 
-def _pairs(summaries: pd.DataFrame, pairs: Sequence[str] | None) -> list[str]:
-    return list(pairs) if pairs is not None else list(dict.fromkeys(summaries["pair"]))
+def _rand_metrics(summary: pd.DataFrame) -> list[str]:
+    """``random_a{alpha}`` metric columns of a group summary, by increasing alpha."""
+    keys = [c for c in summary.columns if c.startswith("random_a") and c[len("random_a"):]
+            .replace(".", "", 1).isdigit()]
+    return sorted(keys, key=lambda c: float(c[len("random_a"):]))
+
+
+def long_metrics(summary: pd.DataFrame) -> pd.DataFrame:
+    """Long form of a group summary with ``pair`` and ``split`` columns.
+
+    Columns ``metric, split, pair, value, sd``; metrics ``accuracy``,
+    ``adversarial_susceptibility``, ``random_a{alpha}`` and ``eps_{l1,l2,linf}`` (mean, with
+    its sd; ``sd`` is NaN for the percentages).
+    """
+    _check(summary, ["pair", "split"], "summary")
+    rows = []
+    for _, r in summary.iterrows():
+        for m in ("accuracy", "adversarial_susceptibility", *_rand_metrics(summary)):
+            rows.append((m, r["split"], r["pair"], float(r[m]), math.nan))
+        for norm in NORMS:
+            rows.append((f"eps_{norm}", r["split"], r["pair"], float(r[f"eps_{norm}_mean"]),
+                         float(r[f"eps_{norm}_sd"])))
+    return pd.DataFrame(rows, columns=["metric", "split", "pair", "value", "sd"])
+
+
+def paper_long(dataset: str = "fashion-mnist", doc: Mapping[str, Any] | None = None) -> pd.DataFrame | None:
+    """The paper's rate and norm tables in long form ``(metric, split, pair, value, sd)``.
+
+    Read from the package data (:func:`paper_tables`) or ``doc`` (same layout). Metrics as
+    :func:`long_metrics`. ``None`` when the paper has no such tables for ``dataset``
+    (``fashion-mnist-subset`` is compared with the full data set's values).
+    """
+    key = "fashion-mnist" if str(dataset).startswith("fashion-mnist") else str(dataset)
+    ref = (doc if doc is not None else paper_tables()).get(key)
+    if not isinstance(ref, Mapping) or "table20" not in ref:
+        return None
+    rows: list[tuple[str, str, str, float, float]] = []
+    t20, t21 = ref["table20"], ref.get("table21", {})
+    for metric in ("accuracy", "adversarial_susceptibility"):
+        for pair, cells in t20.get(metric, {}).items():
+            rows.extend((metric, s, pair, float(v), math.nan) for s, v in cells.items())
+    for a, by_pair in t20.get("random_susceptibility", {}).items():
+        metric = f"random_{alpha_key(float(a))}"
+        for pair, cells in by_pair.items():
+            rows.extend((metric, s, pair, float(v), math.nan) for s, v in cells.items())
+    for metric, by_pair in t21.items():
+        for pair, cells in by_pair.items():
+            rows.extend((metric, s, pair, float(v["mean"]), float(v.get("sd", math.nan)))
+                        for s, v in cells.items())
+    if not rows:
+        return None
+    return pd.DataFrame(rows, columns=["metric", "split", "pair", "value", "sd"])
+
+
+def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame | None) -> pd.DataFrame:
+    """Join our long metrics with the paper's on ``(metric, split, pair)``.
+
+    Args:
+        ours: :func:`long_metrics` output.
+        paper: same columns (``sd`` optional), or ``None``/empty when the paper has none.
+
+    Returns:
+        ``ours`` with ``paper``, ``paper_sd`` and ``diff = value - paper`` (NaN where the paper
+        has no value), in the order of ``ours``.
+    """
+    _check(ours, ["metric", "split", "pair", "value"], "ours")
+    out = ours.copy()
+    if paper is None or len(paper) == 0:
+        out["paper"], out["paper_sd"] = math.nan, math.nan
+    else:
+        _check(paper, ["metric", "split", "pair", "value"], "paper")
+        p = paper.rename(columns={"value": "paper", "sd": "paper_sd"})
+        if "paper_sd" not in p.columns:
+            p["paper_sd"] = math.nan
+        p = p[["metric", "split", "pair", "paper", "paper_sd"]].drop_duplicates(
+            ["metric", "split", "pair"], keep="last")
+        out = out.merge(p, on=["metric", "split", "pair"], how="left")
+    out["diff"] = out["value"] - out["paper"]
+    return out
+
+
+def _fmt_cell(v: float, sd: float = math.nan) -> str:
+    if v is None or not math.isfinite(v):
+        return "n/a"
+    return f"{v:.2f} ({sd:.2f})" if sd is not None and math.isfinite(sd) else f"{v:.2f}"
+
+
+def wide_table(long: pd.DataFrame, metrics: Sequence[str] | None = None,
+               with_paper: bool = True) -> pd.DataFrame:
+    """Display table: rows ``(metric label, split)``, one column per pair (``"7 vs 8"``).
+
+    With ``with_paper`` and a ``paper`` column (see :func:`side_by_side`), each pair gets three
+    sub-columns ``ours``, ``paper``, ``diff``; cells are formatted strings ("2.24 (1.01)",
+    "n/a" where missing).
+    """
+    _check(long, ["metric", "split", "pair", "value"], "long")
+    metrics = list(metrics) if metrics is not None else list(dict.fromkeys(long["metric"]))
+    splits = list(dict.fromkeys(long["split"]))
+    pairs = sorted(dict.fromkeys(long["pair"]), key=pair_sort_key)
+    paper = with_paper and "paper" in long.columns
+    lookup = {(r.metric, r.split, r.pair): r for r in long.itertuples(index=False)}
+    index, rows = [], []
+    for m in metrics:
+        for s in splits:
+            index.append((metric_label(m), s))
+            row = []
+            for p in pairs:
+                r = lookup.get((m, s, p))
+                if r is None:
+                    row.extend(["n/a"] * (3 if paper else 1))
+                    continue
+                row.append(_fmt_cell(r.value, getattr(r, "sd", math.nan)))
+                if paper:
+                    row.append(_fmt_cell(r.paper, getattr(r, "paper_sd", math.nan)))
+                    row.append("n/a" if not math.isfinite(r.diff) else f"{r.diff:+.2f}")
+            rows.append(row)
+    names = [str(p).replace("-", " vs ") for p in pairs]
+    cols = (pd.MultiIndex.from_product([names, ["ours", "paper", "diff"]]) if paper
+            else pd.Index(names))
+    return pd.DataFrame(rows, index=pd.MultiIndex.from_tuples(index, names=["metric", "split"]),
+                        columns=cols)
+
+
+def _pairs(long: pd.DataFrame, pairs: Sequence[str] | None) -> list[str]:
+    return list(pairs) if pairs is not None else list(dict.fromkeys(long["pair"]))
+
+
+def _ours_vs_paper(summaries: pd.DataFrame, dataset: str) -> pd.DataFrame:
+    _check(summaries, ["pair", "split"], "summaries")
+    return side_by_side(long_metrics(summaries.reindex(columns=_summary_columns(summaries))),
+                        paper_long(dataset))
+
+
+def _summary_columns(summaries: pd.DataFrame) -> list[str]:
+    need = ["pair", "split", "accuracy", "adversarial_susceptibility",
+            *(f"eps_{n}_{s}" for n in NORMS for s in ("mean", "sd"))]
+    return list(dict.fromkeys(need + [c for c in summaries.columns if c not in need]))
 
 
 def table20_long(summaries: pd.DataFrame, alphas: Sequence[float] = (1.0, 2.0, 5.0, 10.0),
-                 pairs: Sequence[str] | None = None) -> pd.DataFrame:
+                 pairs: Sequence[str] | None = None, dataset: str = "fashion-mnist") -> pd.DataFrame:
     """Table 20 side by side, long form.
 
     Args:
-        summaries: :meth:`ResultsStore.summaries` rows (``pair``, ``split``, ``accuracy``,
-            ``adversarial_susceptibility``, ``random_susceptibility_a{alpha}``).
+        summaries: group summaries (``pair``, ``split``, ``accuracy``,
+            ``adversarial_susceptibility``, ``random_a{alpha}``), e.g. :meth:`ResultsStore.summaries`.
         alphas: random-perturbation levels (paper: 1, 2, 5, 10).
         pairs: column order (default: the pairs of ``summaries`` in order).
 
     Returns:
-        Columns ``metric, label, pair, split, ours, paper, diff`` (percent; diff = ours - paper).
+        Columns ``metric, label, pair, split, ours, paper, diff`` (percent; diff = ours - paper),
+        one row per metric x pair x split (NaN where either side is missing).
     """
-    _check_summaries(summaries)
-    ref = paper_tables()["fashion-mnist"]["table20"]
-    metrics: list[tuple[str, str, tuple[str, ...]]] = [
-        ("accuracy", "Accuracy", ("accuracy",)),
-        ("adversarial_susceptibility", "Adversarial susceptibility", ("adversarial_susceptibility",))]
-    for a in alphas:
-        key = alpha_key(a)
-        ref_key = f"{float(a):g}"
-        metrics.append((f"random_susceptibility_{key}", f"Random susceptibility (alpha={float(a):g})",
-                        ("random_susceptibility", ref_key)))
+    sbs = _ours_vs_paper(summaries, dataset).set_index(["metric", "pair", "split"])
+    metrics = [("accuracy", "Accuracy"), ("adversarial_susceptibility", "Adversarial susceptibility")]
+    metrics += [(f"random_{alpha_key(a)}", f"Random susceptibility (alpha={float(a):g})") for a in alphas]
     rows = []
-    for metric, label, path in metrics:
+    for metric, label in metrics:
         for pair in _pairs(summaries, pairs):
             for split in SPLITS:
-                ours = _ours(summaries, pair, split, metric)
-                paper = _paper(ref, pair, split, *path)
+                r = sbs.loc[(metric, pair, split)] if (metric, pair, split) in sbs.index else None
+                ours = float(r["value"]) if r is not None else math.nan
+                paper = _paper_value(r, dataset, metric, pair, split)
                 rows.append({"metric": metric, "label": label, "pair": pair, "split": split, "ours": ours,
                              "paper": paper, "diff": ours - paper})
     return pd.DataFrame(rows, columns=["metric", "label", "pair", "split", "ours", "paper", "diff"])
 
 
-def table21_long(summaries: pd.DataFrame, pairs: Sequence[str] | None = None) -> pd.DataFrame:
+def _paper_value(row: Any, dataset: str, metric: str, pair: str, split: str, col: str = "value") -> float:
+    if row is not None:
+        return float(row["paper" if col == "value" else "paper_sd"])
+    ref = paper_long(dataset)
+    if ref is None:
+        return math.nan
+    hit = ref[(ref["metric"] == metric) & (ref["pair"] == pair) & (ref["split"] == split)]
+    return float(hit[col].iloc[0]) if len(hit) else math.nan
+
+
+def table21_long(summaries: pd.DataFrame, pairs: Sequence[str] | None = None,
+                 dataset: str = "fashion-mnist") -> pd.DataFrame:
     """Table 21 side by side, long form: norms of the smallest adversarial attack per image.
 
     Returns:
         Columns ``norm, pair, split, ours_mean, ours_sd, paper_mean, paper_sd, diff_mean, diff_sd``
         (pixel units; means and sample sd over the adversarially susceptible images).
     """
-    _check_summaries(summaries)
-    ref = paper_tables()["fashion-mnist"]["table21"]
+    sbs = _ours_vs_paper(summaries, dataset).set_index(["metric", "pair", "split"])
     rows = []
-    for col, label in NORMS:
+    for col, label in NORM_METRICS:
         for pair in _pairs(summaries, pairs):
             for split in SPLITS:
-                om = _ours(summaries, pair, split, f"{col}_mean")
-                osd = _ours(summaries, pair, split, f"{col}_sd")
-                pm = _paper_ms(ref, col, pair, split, "mean")
-                psd = _paper_ms(ref, col, pair, split, "sd")
+                r = sbs.loc[(col, pair, split)] if (col, pair, split) in sbs.index else None
+                om, osd = (float(r["value"]), float(r["sd"])) if r is not None else (math.nan, math.nan)
+                pm = _paper_value(r, dataset, col, pair, split)
+                psd = _paper_value(r, dataset, col, pair, split, "sd")
                 rows.append({"norm": label, "pair": pair, "split": split, "ours_mean": om, "ours_sd": osd,
                              "paper_mean": pm, "paper_sd": psd, "diff_mean": om - pm, "diff_sd": osd - psd})
     return pd.DataFrame(rows, columns=["norm", "pair", "split", "ours_mean", "ours_sd", "paper_mean",
                                        "paper_sd", "diff_mean", "diff_sd"])
-
-
-def _paper_ms(ref: dict, col: str, pair: str, split: str, stat: str) -> float:
-    try:
-        return float(ref[col][pair][split][stat])
-    except KeyError:
-        return math.nan
 
 
 def _f(v: float, signed: bool = False) -> str:
@@ -214,27 +357,40 @@ def format_table21(long: pd.DataFrame) -> str:
                  "mean (sd) over susceptible images, pixel units; diff = ours - paper", pairs, blocks)
 
 
+def protocol_rows(config: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """A run's settings beside the paper's: ``{"key", "setting", "ours", "paper", "same"}`` per setting.
+
+    ``config`` is a ``ReproduceConfig.to_dict()`` or a noise-training / audit configuration
+    (keys ``train``/``training``, ``audit``, ``model``, ``train_images``...). Image counts that
+    are not given mean "all".
+    """
+    tr = config.get("train") or config.get("training") or {}
+    au, model = config.get("audit") or {}, config.get("model") or {}
+    ours = {"train_images": config.get("train_images", config.get("train_limit")) or "all",
+            "audit_images": config.get("audit_images", config.get("audit_limit")) or "all",
+            "width": model.get("width", config.get("width")), "epochs": tr.get("epochs"),
+            "batch_size": tr.get("batch_size"), "lr": tr.get("lr"),
+            "dropout": model.get("dropout", config.get("dropout")),
+            "restarts": config.get("restarts", 0), "draws": au.get("draws"), "steps": au.get("steps"),
+            "s_max": au.get("s_max"), "alphas": au.get("alphas")}
+    rows = []
+    for k, label in PROTOCOL_LABELS.items():
+        v, p = ours[k], PAPER_PROTOCOL[k]
+        same = v == p or (k.endswith("images") and v == "all") or p is None
+        rows.append({"key": k, "setting": label, "ours": v, "paper": "not stated" if p is None else p,
+                     "same": same})
+    return rows
+
+
 def protocol_note(config: dict[str, Any]) -> str:
     """Plain statement of a reproduction's settings (a ``ReproduceConfig.to_dict()``), each with
     the paper's value beside it where they differ."""
-    tr, au, model = config.get("train", {}), config.get("audit", {}), config.get("model", {})
-    ours = {"train_images": config.get("train_images") or "all", "audit_images": config.get("audit_images")
-            or "all", "width": model.get("width"), "epochs": tr.get("epochs"),
-            "batch_size": tr.get("batch_size"), "lr": tr.get("lr"), "restarts": config.get("restarts", 0),
-            "draws": au.get("draws"),
-            "steps": au.get("steps"), "alphas": au.get("alphas")}
-    names = {"train_images": "training images per pair", "audit_images": "images audited per split",
-             "width": "network width", "epochs": "epochs", "batch_size": "batch size", "lr": "learning rate",
-             "restarts": "restarts of a collapsed training",
-             "draws": "random draws per image and alpha", "steps": "line-search steps", "alphas": "alphas"}
-    parts, scaled = [], False
-    for k, label in names.items():
-        v, p = ours[k], PAPER_PROTOCOL[k]
-        same = (v == p) or (k == "audit_images" and v == "all") or (
-            k == "train_images" and v == "all")
-        parts.append(f"{label} {v}" + ("" if same else f" (paper: {p})"))
-        scaled |= not same
+    rows = protocol_rows(config)
+    parts = [f"{r['setting']} {r['ours']}" + ("" if r["same"] else f" (paper: {r['paper']})") for r in rows
+             if r["key"] != "s_max"]
+    scaled = not all(r["same"] for r in rows)
     head = ("SCALED-DOWN protocol, numbers are not the paper's setting: " if scaled
             else "Paper's full protocol: ")
+    au = config.get("audit", {})
     return (head + "; ".join(parts) + f"; data {config.get('source')}, device {config.get('device')}, "
-            f"s_max {au.get('s_max')}.")
+            f"s_max {au.get('s_max')} (the paper does not state its s_max).")

@@ -1,9 +1,10 @@
 """What harmless spaces show and are good for: contrast with adversarial perturbations, hiding content.
 
-* :func:`split_adversarial` attacks each image (L-inf PGD as in the paper, L2 PGD, or the audit's
-  gradient line search), splits each adversarial ``delta`` into ``P delta`` (harmless) and
-  ``(I - P) delta``, and measures: the harmless part alone leaves the scores unchanged, the rest
-  alone gives exactly the adversarial scores (the whole attack lives outside the harmless space).
+* :func:`split_adversarial` attacks each image (L-inf PGD as in the paper, L2 PGD, both
+  :func:`perturbscope.attacks.pgd.pgd_perturbation`, or the audit's gradient line search), splits
+  each adversarial ``delta`` into ``P delta`` (harmless) and ``(I - P) delta``, and measures: the
+  harmless part alone leaves the scores unchanged, the rest alone gives exactly the adversarial
+  scores (the whole attack lives outside the harmless space).
 * :func:`hide_content` adds one large harmless perturbation per image and compares it with Gaussian
   noise of the same L2 norm: agreement with the clean predictions and accuracy (utility), PSNR and
   SSIM against the original (hiding; scikit-image's SSIM), and :func:`privacy_panel` draws the images.
@@ -20,17 +21,19 @@ import numpy as np
 import torch
 from torch import nn
 
-from perturbscope.fileio import atomic_savefig
+from perturbscope.attacks.line_search import LineSearch
+from perturbscope.attacks.pgd import pgd_perturbation
+from perturbscope.figures import new_figure, save_figure
 from perturbscope.harmless.space import HarmlessSpace
-from perturbscope.harmless.verify import decompose_perturbation, model_scores
-from perturbscope.models.runtime import eval_mode, resolve_output
+from perturbscope.harmless.verify import _scores_and_labels, decompose_perturbation
+from perturbscope.models.classifier import Classifier, as_classifier
+from perturbscope.sampling import make_generator, uniform_sphere
 
 __all__ = [
     "Fingerprint",
     "fingerprint",
     "identify",
     "split_adversarial",
-    "pgd_attack",
     "hide_content",
     "PrivacyResult",
     "privacy_panel",
@@ -39,57 +42,16 @@ __all__ = [
 ]
 
 
-def _labels(scores: torch.Tensor) -> torch.Tensor:
-    return scores.argmax(1) if scores.shape[1] > 1 else (scores[:, 0] >= 0).long()
-
-
-def pgd_attack(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    eps: float = 8 / 255,
-    steps: int = 20,
-    step_size: float | None = None,
-    norm: str = "linf",
-    random_start: float = 1e-3,
-    seed: int = 0,
-) -> torch.Tensor:
-    """PGD on the cross-entropy of :func:`model_scores`; returns ``delta`` (not clipped to the pixel box).
-
-    ``norm="linf"``: sign-gradient steps, ``|delta|_inf <= eps`` (the paper's protocol, spec 3.1:
-    eps 8/255, step 1/255, 20 steps, random start ``0.001 N(0, 1)``). ``norm="l2"``: normalised
-    gradient steps, ``||delta||_2 <= eps``. ``step_size`` defaults to ``eps/8`` (linf) or
-    ``2.5 eps/steps`` (l2). A binary model's single score is treated as a logit.
-    """
-    if eps <= 0 or steps < 1:
-        raise ValueError(f"need eps > 0 and steps >= 1, got {eps}, {steps}")
-    if norm not in ("linf", "l2"):
-        raise ValueError(f"norm must be 'linf' or 'l2', got {norm!r}")
-    step = step_size if step_size is not None else (eps / 8 if norm == "linf" else 2.5 * eps / steps)
-    gen = torch.Generator().manual_seed(seed)
-    delta = (random_start * torch.randn(x.shape, generator=gen)).to(x)
-    view = (-1, *([1] * (x.ndim - 1)))
-    with eval_mode(model), torch.inference_mode(False), torch.enable_grad():
-        for _ in range(steps):
-            delta.requires_grad_(True)
-            s = model_scores(model, x + delta)
-            if s.shape[1] == 1:
-                loss = nn.functional.binary_cross_entropy_with_logits(s[:, 0], y.to(s.dtype), reduction="sum")
-            else:
-                loss = nn.functional.cross_entropy(s, y, reduction="sum")
-            (g,) = torch.autograd.grad(loss, delta)
-            if norm == "linf":
-                delta = (delta.detach() + step * g.sign()).clamp(-eps, eps)
-            else:
-                gn = g.reshape(g.shape[0], -1).norm(dim=1).clamp_min(1e-30).view(view)
-                delta = delta.detach() + step * g / gn
-                dn = delta.reshape(delta.shape[0], -1).norm(dim=1).view(view)
-                delta = delta * torch.clamp(eps / dn.clamp_min(1e-30), max=1.0)
-    return delta.detach()
+def _score_classifier(model: nn.Module | Classifier, output: str | None) -> Classifier:
+    """The model as a Classifier (scores: :func:`~perturbscope.harmless.verify.model_scores`); a bare
+    module gets no bounds, as the split's perturbations are not clipped."""
+    if isinstance(model, Classifier):
+        return model
+    return Classifier(model, output, bounds=None)
 
 
 def split_adversarial(
-    model: nn.Module,
+    model: nn.Module | Classifier,
     x: torch.Tensor,
     y: torch.Tensor,
     space: HarmlessSpace,
@@ -104,8 +66,11 @@ def split_adversarial(
     Args:
         model: classifier whose first layer ``space`` belongs to.
         x, y: images ``(N, *in_shape)`` in [0, 1] and labels ``(N,)``.
-        attack: ``"pgd_linf"`` (the paper's protocol, :func:`pgd_attack` with ``eps``), ``"pgd_l2"``, or
-            ``"line_search"`` (the audit's attack; binary models). Gradient-direction attacks
+        attack: ``"pgd_linf"`` (the paper's protocol: ``eps``, step ``eps / 8``, 20 steps, random start
+            ``0.001 N(0, 1)`` seed 0, cross-entropy; :func:`perturbscope.attacks.pgd.pgd_perturbation`,
+            ``delta`` not clipped to the pixel box), ``"pgd_l2"`` (L2 ball of radius ``eps``, step
+            ``2.5 eps / 20``), or ``"line_search"`` (the audit's attack,
+            :class:`~perturbscope.attacks.line_search.LineSearch`). Gradient-direction attacks
             (line search, L2 PGD from zero) give ``delta = A^T g`` in the row space of the first layer,
             so their harmless part is exactly zero (angle 90 degrees): that is a finding, not a bug.
             Sign steps (L-inf PGD) leave the row space, which makes the split non-trivial.
@@ -116,25 +81,27 @@ def split_adversarial(
         gap between ``x + (I-P) delta`` and ``x + delta``, and flip rates of the three perturbations.
     """
     if attack == "line_search":
-        from perturbscope.attacks.line_search import gradient_line_search
-
-        res = gradient_line_search(
-            model, x, y, output=resolve_output(model, output), s_max=s_max, steps=steps
-        )
+        res = LineSearch(s_max=s_max, steps=steps)(model, x, y, output=output)
         delta, success = res.perturbation, res.success
     elif attack in ("pgd_linf", "pgd_l2"):
-        delta = pgd_attack(model, x, y, eps, norm=attack[4:])
+        if not eps > 0:
+            raise ValueError(f"eps must be > 0, got {eps}")
+        clf = _score_classifier(model, output)
+        with clf.evaluating():
+            delta = pgd_perturbation(clf, x, y, eps, norm=attack[4:], steps=20, random_start=1e-3,
+                                     seed=0, batch_size=max(x.shape[0], 1)).perturbation
         success = None
     else:
         raise ValueError(f"attack must be 'pgd_linf', 'pgd_l2' or 'line_search', got {attack!r}")
     par, orth, angle = decompose_perturbation(delta, space)
-    with eval_mode(model), torch.inference_mode():
-        s0 = model_scores(model, x).double()
-        s_adv = model_scores(model, x + delta).double()
-        s_par = model_scores(model, x + par.to(x.dtype)).double()
-        s_orth = model_scores(model, x + orth.to(x.dtype)).double()
-    lab0 = _labels(s0)
-    flip_adv, flip_par, flip_orth = (_labels(s) != lab0 for s in (s_adv, s_par, s_orth))
+    clf = _score_classifier(model, output)
+    with clf.evaluating(), torch.inference_mode():
+        s0, lab0 = _scores_and_labels(clf, x)
+        s_adv, lab_adv = _scores_and_labels(clf, x + delta)
+        s_par, lab_par = _scores_and_labels(clf, x + par.to(x.dtype))
+        s_orth, lab_orth = _scores_and_labels(clf, x + orth.to(x.dtype))
+    s0, s_adv, s_par, s_orth = (s.double() for s in (s0, s_adv, s_par, s_orth))
+    flip_adv, flip_par, flip_orth = (lab != lab0 for lab in (lab_adv, lab_par, lab_orth))
     if success is None:
         success = flip_adv
     norm = delta.reshape(delta.shape[0], -1).double().norm(dim=1)
@@ -224,12 +191,13 @@ class PrivacyResult:
 
 
 def hide_content(
-    model: nn.Module,
+    model: nn.Module | Classifier,
     x: torch.Tensor,
     y: torch.Tensor | None,
     space: HarmlessSpace,
     norm: float,
     seed: int = 0,
+    output: str | None = None,
 ) -> PrivacyResult:
     """Add a harmless perturbation of L2 norm ``norm`` to each image and compare with Gaussian noise.
 
@@ -238,20 +206,23 @@ def hide_content(
     original, computed both on the raw values (data range 1; equal PSNR for both kinds by
     construction, since the norms match) and after per-image min-max rescaling to [0, 1] (what a viewer
     shows); lower means better hiding. The model runs in its own dtype; inputs leave [0, 1].
+    The Gaussian noise is a direction uniform on the sphere of radius ``norm``
+    (:func:`perturbscope.sampling.uniform_sphere`, seed ``seed + 1``); scores and labels are the
+    Classifier's (``model`` a Classifier or a module wrapped with ``output``).
     """
     if norm <= 0:
         raise ValueError(f"norm must be > 0, got {norm}")
+    clf = as_classifier(model, output)
     d = space.sample(x.shape[0], norm, seed=seed)
-    gen = torch.Generator().manual_seed(seed + 1)
-    g = torch.randn(d.shape, generator=gen, dtype=torch.float64)
-    g = g / g.reshape(g.shape[0], -1).norm(dim=1).view(-1, *([1] * (g.ndim - 1))) * norm
+    g = uniform_sphere(d.shape[0], tuple(d.shape[1:]), norm, seed=make_generator(seed + 1),
+                       dtype=torch.float64)
     xh, xg = x.double() + d, x.double() + g
-    with eval_mode(model), torch.inference_mode():
+    with clf.evaluating(), torch.inference_mode():
         dt = x.dtype
-        s0 = model_scores(model, x).double()
-        sh = model_scores(model, xh.to(dt)).double()
-        sg = model_scores(model, xg.to(dt)).double()
-    l0, lh, lg = _labels(s0), _labels(sh), _labels(sg)
+        s0, l0 = _scores_and_labels(clf, x)
+        sh, lh = _scores_and_labels(clf, xh.to(dt))
+        sg, lg = _scores_and_labels(clf, xg.to(dt))
+    s0, sh, sg = s0.double(), sh.double(), sg.double()
     m: dict[str, Any] = {
         "norm": float(norm),
         "images": int(x.shape[0]),
@@ -293,15 +264,8 @@ def _to_display(img: np.ndarray) -> np.ndarray:
 
 def privacy_panel(result: PrivacyResult, path: str | os.PathLike, count: int = 6, title: str = "") -> Path:
     """PNG panel: rows original / harmless-perturbed / Gaussian-perturbed (each min-max scaled)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     k = min(count, result.x.shape[0])
-    fig, axes = plt.subplots(3, k, figsize=(1.6 * k + 1, 5.2), squeeze=False)
+    fig, axes = new_figure(3, k, figsize=(1.6 * k + 1, 5.2), squeeze=False)
     rows = [("original", result.x), ("harmless", result.x_harmless), ("Gaussian", result.x_gaussian)]
     for r, (name, imgs) in enumerate(rows):
         for c in range(k):
@@ -319,9 +283,7 @@ def privacy_panel(result: PrivacyResult, path: str | os.PathLike, count: int = 6
         fontsize=9,
     )
     fig.tight_layout()
-    atomic_savefig(fig, path, dpi=100)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=100)
 
 
 @dataclass
@@ -338,34 +300,38 @@ class Fingerprint:
 
 
 def fingerprint(
-    model: nn.Module, space: HarmlessSpace, x: torch.Tensor, alpha: float = 1e3, seed: int = 0
+    model: nn.Module | Classifier, space: HarmlessSpace, x: torch.Tensor, alpha: float = 1e3,
+    seed: int = 0, output: str | None = None
 ) -> Fingerprint:
     """Probes from ``model``'s harmless space: one perturbation of L2 norm ``alpha`` per input in ``x``."""
     if alpha <= 0:
         raise ValueError(f"alpha must be > 0, got {alpha}")
     d = space.sample(x.shape[0], alpha, seed=seed)
-    ref = _relative_change(model, x, d)
+    ref = _relative_change(model, x, d, output)
     return Fingerprint(x=x.double(), d=d, alpha=float(alpha), reference=ref)
 
 
-def _relative_change(model: nn.Module, x: torch.Tensor, d: torch.Tensor) -> torch.Tensor:
-    """``||s(x + d) - s(x)|| / (||s(x)|| + 1)`` per probe, in float64 on a copy of ``model``."""
+def _relative_change(model: nn.Module | Classifier, x: torch.Tensor, d: torch.Tensor,
+                     output: str | None = None) -> torch.Tensor:
+    """``||s(x + d) - s(x)|| / (||s(x)|| + 1)`` per probe ``(K,)``, in float64 on a copy of ``model``
+    (``s``: the Classifier's scores)."""
     import copy
 
-    m64 = copy.deepcopy(model).double()
-    x64 = x.double().to(next((p.device for p in m64.parameters()), torch.device("cpu")))
-    with eval_mode(m64), torch.inference_mode():
-        s0 = model_scores(m64, x64)
-        s1 = model_scores(m64, x64 + d.to(x64))
+    m64 = copy.deepcopy(as_classifier(model, output)).double()
+    x64 = x.double().to(m64.device)
+    with m64.evaluating(), torch.inference_mode():
+        s0, _ = _scores_and_labels(m64, x64)
+        s1, _ = _scores_and_labels(m64, x64 + d.to(x64))
     return ((s1 - s0).norm(dim=1) / (s0.norm(dim=1) + 1.0)).cpu()
 
 
-def identify(suspect: nn.Module, probes: Fingerprint, atol: float = 1e-6) -> tuple[bool, torch.Tensor]:
+def identify(suspect: nn.Module | Classifier, probes: Fingerprint, atol: float = 1e-6,
+             output: str | None = None) -> tuple[bool, torch.Tensor]:
     """Does ``suspect`` share the owner's first layer? ``(match, scores)``.
 
     ``scores`` ``(K,)`` are relative score changes under the owner's harmless probes (float64): about
     ``1e-12`` for an exact copy, ``alpha * ||(W' - W) d|| * gain`` for a fine-tuned copy, and of order
     1 or more for an unrelated model. ``match`` is True when every score is at most ``atol``.
     """
-    scores = _relative_change(suspect, probes.x, probes.d)
+    scores = _relative_change(suspect, probes.x, probes.d, output)
     return bool((scores <= atol).all()), scores

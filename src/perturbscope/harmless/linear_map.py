@@ -8,8 +8,9 @@ i*W' + j`` (spec section 1.3). Weights are kept in float64. It covers
 * ``nn.Conv2d`` with any stride, zero padding, dilation and groups,
 * ``nn.AvgPool2d`` / ``nn.AdaptiveAvgPool2d`` (a depthwise conv with weights ``1/k^2``),
 * an eval-mode ``nn.BatchNorm2d`` / ``nn.BatchNorm1d`` after the layer, folded into its weights,
-* an input normalisation ``(x - mean) / std`` (:class:`perturbscope.models.adapters.Normalized`),
-  folded into the weights as a per-input-channel scale ``1/std`` (the mean only moves the bias).
+* an input normalisation ``(x - mean) / std`` (a
+  :class:`~perturbscope.models.classifier.Classifier`'s ``mean``/``std``), folded into the
+  weights as a per-input-channel scale ``1/std`` (the mean only moves the bias).
 
 ``A`` is applied with ``conv2d`` / ``linear`` and its adjoint with ``conv_transpose2d`` / the
 transposed matrix, so no dense matrix is ever needed; :meth:`LinearMap.to_sparse` builds the
@@ -27,6 +28,8 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from perturbscope.sampling import make_generator
 
 __all__ = [
     "LinearMap",
@@ -204,7 +207,7 @@ class LinearMap:
 
     def op_norm(self, iters: int = 100, seed: int = 0) -> float:
         """Spectral norm ``||A||_2`` (power iteration on ``A^T A``, float64; a slight under-estimate)."""
-        gen = torch.Generator().manual_seed(seed)
+        gen = make_generator(seed)
         v = torch.randn(1, self.n, generator=gen, dtype=torch.float64)
         v /= v.norm()
         s = 0.0
@@ -480,8 +483,9 @@ _LINEAR_LAYERS = (nn.Linear, nn.Conv2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d)
 def first_layer_map(model: nn.Module, in_shape, fold_bn: bool = True) -> LinearMap:
     """The :class:`LinearMap` of the first layer that reads the (normalised) input of ``model``.
 
-    Unwraps :class:`~perturbscope.models.adapters.Normalized` (folding ``1/std``) and
-    ``TwoLogitAdapter``, then runs one forward pass with hooks on every leaf module (eval mode,
+    ``model`` is an ``nn.Module`` or a :class:`~perturbscope.models.classifier.Classifier`; a
+    Classifier is unwrapped to its module and its normalisation ``(x - mean) / std`` folded in
+    (``1/std`` per input channel). Then one forward pass runs with hooks on every leaf module (eval mode,
     the model's own flags restored) and takes the first one called. ``Flatten``, ``Identity`` and
     dropout (identity in eval mode) are looked through; a following eval-mode batch norm that reads
     the layer's output is folded in. The first module's input is checked to be the input itself, so
@@ -492,24 +496,18 @@ def first_layer_map(model: nn.Module, in_shape, fold_bn: bool = True) -> LinearM
         ValueError: the first module is not linear (e.g. a ReLU or max-pool reads the input) or
             its input is not the model's input.
     """
-    from perturbscope.models.adapters import Normalized, TwoLogitAdapter
-    from perturbscope.models.runtime import eval_mode, model_device
+    from perturbscope.models.classifier import Classifier, eval_mode, model_device
 
     shape = _check_shape(in_shape)
-    norms: list[tuple[torch.Tensor, torch.Tensor]] = []
     inner = model
-    while isinstance(inner, Normalized | TwoLogitAdapter):
-        if isinstance(inner, Normalized):
-            norms.append(
-                (inner.mean.detach().double().cpu().flatten(), inner.std.detach().double().cpu().flatten())
-            )
-        inner = inner.model
-    # composite normalisation x -> ((x - m1)/s1 - m2)/s2 ... as one (mean, std)
     mean = torch.zeros(1, dtype=torch.float64)
     std = torch.ones(1, dtype=torch.float64)
-    for m_i, s_i in norms:
-        mean = mean + std * m_i  # (x - mean)/std then (.. - m_i)/s_i == (x - (mean + std m_i))/(std s_i)
-        std = std * s_i
+    normalized = False
+    if isinstance(model, Classifier):  # a Classifier never wraps another one
+        inner = model.module
+        if model.normalization is not None:  # the constants the Classifier applies (its buffers)
+            mean, std = (model.get_buffer(n).detach().double().cpu().flatten() for n in ("_mean", "_std"))
+            normalized = True
     calls: list[tuple[nn.Module, torch.Tensor, torch.Tensor]] = []
 
     def hook(mod, inp, out):
@@ -519,7 +517,7 @@ def first_layer_map(model: nn.Module, in_shape, fold_bn: bool = True) -> LinearM
     leaves = [m for m in inner.modules() if not list(m.children())]
     handles = [m.register_forward_hook(hook) for m in leaves]
     device = model_device(inner)
-    gen = torch.Generator().manual_seed(0)
+    gen = make_generator(0)
     x = torch.rand(2, *shape, generator=gen).to(device)
     dtype = next((p.dtype for p in inner.parameters()), torch.float32)
     x = x.to(dtype)
@@ -532,7 +530,7 @@ def first_layer_map(model: nn.Module, in_shape, fold_bn: bool = True) -> LinearM
         finally:
             for h in handles:
                 h.remove()
-        return _map_from_calls(calls, z, shape, mean, std, bool(norms), fold_bn)
+        return _map_from_calls(calls, z, shape, mean, std, normalized, fold_bn)
 
 
 def _map_from_calls(calls, z, shape, mean, std, normalized: bool, fold_bn: bool) -> LinearMap:

@@ -21,6 +21,7 @@ import torch
 
 from perturbscope.harmless.linear_map import LinearMap
 from perturbscope.harmless.space import nullspace_basis
+from perturbscope.sampling import make_generator, uniform_sphere
 
 __all__ = ["ReluExpansion", "relu_expanded_space", "max_safe_scale", "safe_interval"]
 
@@ -55,9 +56,8 @@ class ReluExpansion:
         """``count`` random unit directions ``(count, n)`` in ``null(W_Ac)`` (float64)."""
         if self.dim == 0:
             raise ValueError("null(W_active) is {0} at this input: no direction to sample")
-        gen = torch.Generator().manual_seed(seed)
-        c = torch.randn(count, self.dim, generator=gen, dtype=torch.float64)
-        d = c @ self.basis.T
+        c = uniform_sphere(count, self.dim, seed=make_generator(seed), dtype=torch.float64)
+        d = c @ self.basis.T  # orthonormal basis: unit rows up to rounding
         return d / d.norm(dim=1, keepdim=True)
 
     def summary(self) -> dict[str, int | float]:

@@ -40,6 +40,7 @@ from torch import nn
 
 from perturbscope.harmless.cg import cg_rowspace_solve
 from perturbscope.harmless.linear_map import LinearMap, first_layer_map, layer_map
+from perturbscope.sampling import make_generator
 
 __all__ = [
     "HarmlessSpace",
@@ -123,7 +124,12 @@ class HarmlessSpace:
         raise NotImplementedError
 
     def _raw_sample(self, count: int, gen: torch.Generator) -> torch.Tensor:
-        """``count`` draws ``N c`` with ``c ~ N(0, I_k)`` (any orthonormal basis gives the same law)."""
+        """``count`` draws ``N c`` with ``c ~ N(0, I_k)`` (any orthonormal basis gives the same law).
+
+        Gaussian, not :func:`perturbscope.sampling.uniform_sphere`: the parts of a
+        :class:`GroupedSpace` are drawn separately and joined before the one normalisation in
+        :meth:`sample`, which is uniform on the joint sphere only for Gaussian parts.
+        """
         g = torch.randn(count, self.n, generator=gen, dtype=torch.float64)
         return self._project_flat(g)
 
@@ -161,7 +167,7 @@ class HarmlessSpace:
                 "perturbation exists"
             )
         gen = (
-            generator if generator is not None else torch.Generator().manual_seed(0 if seed is None else seed)
+            generator if generator is not None else make_generator(0 if seed is None else seed)
         )
         raw = self._raw_sample(count, gen)
         raw = raw / raw.norm(dim=1, keepdim=True)
@@ -539,7 +545,7 @@ def _matfree_space(lmap: LinearMap, rtol: float | None, cg_tol: float, cg_maxite
         cg_maxiter=cg_maxiter,
     )
     # one CG run on a random right-hand side gives Lanczos estimates of the spectrum of A A^T
-    gen = torch.Generator().manual_seed(0)
+    gen = make_generator(0)
     probe = torch.randn(1, lmap.n, generator=gen, dtype=torch.float64)
     _, info = cg_rowspace_solve(lmap, probe, tol=cg_tol, maxiter=cg_maxiter, lanczos=True)
     smax = math.sqrt(max(info["lanczos_max"], 0.0))
@@ -723,7 +729,7 @@ def layer_report(
     smaller space, see :func:`stacked_harmless_space`). A layer too large to decide within
     ``max_dense_bytes`` gets ``harmless_dim=None`` and its naive bound. Rows are plain data.
     """
-    from perturbscope.models.runtime import eval_mode, model_device
+    from perturbscope.models.classifier import eval_mode, model_device
 
     shape = tuple(int(s) for s in in_shape)
     seen: list[tuple[str, nn.Module, tuple[int, ...]]] = []

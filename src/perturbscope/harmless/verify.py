@@ -28,7 +28,8 @@ from torch import nn
 
 from perturbscope.harmless.linear_map import LinearMap
 from perturbscope.harmless.space import HarmlessSpace
-from perturbscope.models.runtime import eval_mode, model_device
+from perturbscope.models.classifier import Classifier, as_classifier
+from perturbscope.sampling import make_generator, uniform_sphere
 
 __all__ = [
     "decompose_perturbation",
@@ -87,29 +88,36 @@ def harmless_tolerance(
     return safety * eps * (torch.as_tensor(x_norm, dtype=torch.float64) + size_t) * op_norm * math.sqrt(n)
 
 
-def model_scores(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Raw scores ``(N, K)``: ``model.logit(x)`` if it exists (no sigmoid saturation), else ``model(x)``.
+def model_scores(model: nn.Module | Classifier, x: torch.Tensor, output: str | None = None) -> torch.Tensor:
+    """Scores ``(N, K')`` of inputs ``x`` ``(N, ...)``: :meth:`Classifier.scores` as rows.
 
-    A :class:`~perturbscope.models.adapters.Normalized` wrapper around a model with ``logit`` is looked
-    through, so its scores are logits too.
+    Binary models give one column, the logit ``z`` (from the module's ``logit`` method when a
+    ``"sigmoid"`` model has one, so no saturation; else ``logit(p)``); ``"logits"`` models their
+    ``K`` scores. ``model`` is a :class:`~perturbscope.models.classifier.Classifier` (its
+    normalisation applied inside) or an ``nn.Module`` wrapped with ``output``. Differentiable;
+    the caller sets the mode.
     """
-    from perturbscope.models.adapters import Normalized
-
-    if isinstance(model, Normalized) and hasattr(model.model, "logit"):
-        out = model.model.logit((x - model.mean.to(x.dtype)) / model.std.to(x.dtype))
-    else:
-        out = model.logit(x) if hasattr(model, "logit") else model(x)
+    out = as_classifier(model, output).scores(x)
     return out.reshape(out.shape[0], -1)
 
 
-def output_distance(model: nn.Module, x: torch.Tensor, x_pert: torch.Tensor) -> torch.Tensor:
-    """Per-sample L2 distance ``||s(x_pert) - s(x)||`` of the scores (:func:`model_scores`), eval mode."""
-    with eval_mode(model), torch.inference_mode():
-        return (model_scores(model, x_pert) - model_scores(model, x)).norm(dim=1)
+def _scores_and_labels(clf: Classifier, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`model_scores` rows and the Classifier's labels ``(N,)``, one forward pass."""
+    s, labels = clf.scores_and_labels(x)
+    return s.reshape(s.shape[0], -1), labels
+
+
+def output_distance(model: nn.Module | Classifier, x: torch.Tensor, x_pert: torch.Tensor,
+                    output: str | None = None) -> torch.Tensor:
+    """Per-sample L2 distance ``||s(x_pert) - s(x)||`` ``(N,)`` of the scores (:func:`model_scores`),
+    eval mode."""
+    clf = as_classifier(model, output)
+    with clf.evaluating(), torch.inference_mode():
+        return (model_scores(clf, x_pert) - model_scores(clf, x)).norm(dim=1)
 
 
 def as_float64(model: nn.Module) -> nn.Module:
-    """A float64 copy of ``model`` (the original is untouched)."""
+    """A float64 copy of ``model`` (a module or a Classifier; the original is untouched)."""
     return copy.deepcopy(model).double()
 
 
@@ -162,48 +170,50 @@ class VerifyResult:
         }
 
 
-def _labels(scores: torch.Tensor) -> torch.Tensor:
-    return scores.argmax(1) if scores.shape[1] > 1 else (scores[:, 0] >= 0).long()
-
-
 def verify_harmless(
-    model: nn.Module,
+    model: nn.Module | Classifier,
     x: torch.Tensor,
     delta: torch.Tensor,
     lmap: LinearMap,
     dtype: torch.dtype | None = torch.float64,
     seed: int = 0,
     gain_probes: int = 4,
+    output: str | None = None,
 ) -> VerifyResult:
     """Check that ``model(x + delta)`` equals ``model(x)`` to rounding, against a random control.
 
     Args:
-        model: the classifier (its first layer is ``lmap``; e.g. from ``first_layer_map``).
+        model: the classifier (its first layer is ``lmap``; e.g. from ``first_layer_map``), a
+            :class:`~perturbscope.models.classifier.Classifier` or an ``nn.Module`` wrapped with
+            ``output``; its scores are :func:`model_scores`, its labels the Classifier's.
         x: inputs ``(N, *in_shape)``; delta: perturbations of the same shape (e.g. ``space.sample``).
         dtype: arithmetic of the check; ``torch.float64`` runs a float64 copy of the model (the
             "float64 mode"), ``None`` uses the model's own dtype (float32 usually).
         gain_probes: random probes used to estimate the network's gain after the first layer.
+        output: output kind of a bare module (default its ``output_kind``).
 
     Returns:
-        :class:`VerifyResult`. The random control draws Gaussian directions with the same norms.
+        :class:`VerifyResult`. The random control draws directions uniform on the sphere of each
+        perturbation's norm (:func:`perturbscope.sampling.uniform_sphere`, ``seed``).
     """
     if x.shape != delta.shape:
         raise ValueError(f"x {tuple(x.shape)} and delta {tuple(delta.shape)} must have the same shape")
-    run = as_float64(model) if dtype == torch.float64 else model
+    clf = as_classifier(model, output)
+    run = as_float64(clf) if dtype == torch.float64 else clf
     dt = torch.float64 if dtype == torch.float64 else next((p.dtype for p in run.parameters()), torch.float32)
-    device = model_device(run)
+    device = run.device
     xd, dd = x.to(device=device, dtype=dt), delta.to(device=device, dtype=dt)
     sizes = delta.reshape(delta.shape[0], -1).to(torch.float64).norm(dim=1).cpu()
-    gen = torch.Generator().manual_seed(seed)
-    rnd = torch.randn(delta.shape, generator=gen, dtype=torch.float64)
-    rnd = rnd / rnd.reshape(rnd.shape[0], -1).norm(dim=1).view(-1, *([1] * (rnd.ndim - 1)))
-    rnd = (rnd * sizes.view(-1, *([1] * (rnd.ndim - 1)))).to(device=device, dtype=dt)
+    gen = make_generator(seed)
+    view = (-1, *([1] * (delta.ndim - 1)))
+    rnd = uniform_sphere(delta.shape[0], tuple(delta.shape[1:]), 1.0, seed=gen, dtype=torch.float64)
+    rnd = (rnd * sizes.view(view)).to(device=device, dtype=dt)
     op = lmap.op_norm()
     xnorm = x.reshape(x.shape[0], -1).to(torch.float64).norm(dim=1).cpu()
-    with eval_mode(run), torch.inference_mode():
-        s0 = model_scores(run, xd)
-        s_h = model_scores(run, xd + dd)
-        s_r = model_scores(run, xd + rnd)
+    with run.evaluating(), torch.inference_mode():
+        s0, l0 = _scores_and_labels(run, xd)
+        s_h, l_h = _scores_and_labels(run, xd + dd)
+        s_r, l_r = _scores_and_labels(run, xd + rnd)
         a0 = _apply_dtype(lmap, xd, dt)
         layer_h = (_apply_dtype(lmap, xd + dd, dt) - a0).double().norm(dim=1).cpu()
         layer_r = (_apply_dtype(lmap, xd + rnd, dt) - a0).double().norm(dim=1).cpu()
@@ -228,8 +238,8 @@ def verify_harmless(
         score_tolerance=tol_scores,
         random_layer_change=layer_r,
         random_score_change=(s_r - s0).double().norm(dim=1).cpu(),
-        labels_unchanged=(_labels(s_h) == _labels(s0)).cpu(),
-        random_labels_unchanged=(_labels(s_r) == _labels(s0)).cpu(),
+        labels_unchanged=(l_h == l0).cpu(),
+        random_labels_unchanged=(l_r == l0).cpu(),
         gain=gain,
         op_norm=op,
     )
@@ -317,7 +327,8 @@ def interior_harmless_space(
 
 
 def clip_effect(
-    model: nn.Module, x: torch.Tensor, delta: torch.Tensor, low: float = 0.0, high: float = 1.0
+    model: nn.Module | Classifier, x: torch.Tensor, delta: torch.Tensor, low: float = 0.0,
+    high: float = 1.0, output: str | None = None
 ) -> dict[str, float]:
     """What clipping ``x + delta`` to the box does: the fraction of clipped pixels and the score change.
 
@@ -325,7 +336,7 @@ def clip_effect(
     """
     xp = (x + delta.to(x.dtype)).clamp(low, high)
     clipped = ((x + delta.to(x.dtype)) != xp).double().mean().item()
-    dist = output_distance(model, x, xp)
+    dist = output_distance(model, x, xp, output)
     return {
         "clipped_fraction": clipped,
         "median_score_change_after_clip": float(dist.median()),

@@ -16,7 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-__all__ = ["PairCNN", "MLP", "LinearBinary", "glorot_init"]
+__all__ = ["PairCNN", "MLP", "LinearBinary", "glorot_init", "paper_cifar10", "paper_gtsrb",
+           "paper_fashion_mnist"]
 
 INITS = ("glorot", "torch")
 
@@ -89,6 +90,26 @@ class PairCNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.sigmoid(self.logit(x))
+
+
+def paper_cifar10(**kwargs: object) -> PairCNN:
+    """The paper's CIFAR-10 network: Table 2 with Conv-5/6 (``PairCNN(deep=True)``).
+
+    At ``width=1`` it has the 1,277,505 trained parameters of Table 2. ``kwargs`` go to
+    :class:`PairCNN` (``width``, ``dropout``, ``init``, ``in_channels``). Name for
+    :func:`~perturbscope.models.factory.build_model`: ``perturbscope.models.pair_cnn:paper_cifar10``.
+    """
+    return PairCNN(deep=True, **kwargs)  # type: ignore[arg-type]
+
+
+def paper_gtsrb(**kwargs: object) -> PairCNN:
+    """The paper's GTSRB network: Table 2 without Conv-5/6 (``PairCNN(deep=False)``), as Fashion-MNIST."""
+    return PairCNN(deep=False, **kwargs)  # type: ignore[arg-type]
+
+
+def paper_fashion_mnist(**kwargs: object) -> PairCNN:
+    """The paper's Fashion-MNIST network: Table 2 without Conv-5/6 (``PairCNN(deep=False)``)."""
+    return PairCNN(deep=False, **kwargs)  # type: ignore[arg-type]
 
 
 class MLP(nn.Module):

@@ -31,27 +31,24 @@ from typing import Any
 
 import pandas as pd
 
-from perturbscope.fileio import atomic_write_text
-from perturbscope.report.tables import (
-    alpha_keys,
+from perturbscope.audit.schema import alpha_keys
+from perturbscope.audit.summary import summarize_groups
+from perturbscope.experiments.tables import (
     long_metrics,
     pair_sort_key,
+    paper_long,
+    protocol_rows,
     side_by_side,
-    summarize_groups,
     wide_table,
 )
+from perturbscope.fileio import atomic_write_text
+from perturbscope.paper import PAPER_PROTOCOL
 
 __all__ = ["HtmlReport", "report_from_records", "build_run_report", "noise_report", "paper_reference",
            "current_versions", "PAPER_PROTOCOL"]
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-#: The paper's Fashion-MNIST protocol (Section 7.1), for the "scale" table of a report.
-PAPER_PROTOCOL: dict[str, Any] = {
-    "train_images": "all (12,000 per pair)", "audit_images": "all (12,000 train / 2,000 test per pair)",
-    "width": 1.0, "epochs": 100, "batch_size": 128, "lr": 0.1, "draws": 2000, "alphas": "1, 2, 5, 10",
-    "steps": 256,
-}
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;max-width:1400px;
@@ -188,37 +185,9 @@ def current_versions() -> dict[str, str]:
 
 def paper_reference(dataset: str = "fashion-mnist", doc: Mapping[str, Any] | None = None
                     ) -> pd.DataFrame | None:
-    """The paper's Tables 20 and 21 in long form ``(metric, split, pair, value, sd)``.
-
-    Read from the package data (:func:`perturbscope.experiments.tables.paper_tables`) or ``doc``
-    (same layout). Metrics: ``accuracy``, ``adversarial_susceptibility``, ``random_a{alpha}``
-    (percent) and ``eps_{l1,l2,linf}`` (mean with its sd, pixel units). Returns ``None`` when
-    the paper has no such tables for ``dataset`` (only Fashion-MNIST; ``fashion-mnist-subset``
-    is compared with the full data set's values).
-    """
-    from perturbscope.experiments.tables import paper_tables
-    from perturbscope.measure.metrics import alpha_key
-
-    key = "fashion-mnist" if str(dataset).startswith("fashion-mnist") else str(dataset)
-    ref = (doc if doc is not None else paper_tables()).get(key)
-    if not isinstance(ref, Mapping) or "table20" not in ref:
-        return None
-    rows: list[tuple[str, str, str, float, float]] = []
-    t20, t21 = ref["table20"], ref.get("table21", {})
-    for metric in ("accuracy", "adversarial_susceptibility"):
-        for pair, cells in t20.get(metric, {}).items():
-            rows.extend((metric, s, pair, float(v), math.nan) for s, v in cells.items())
-    for a, by_pair in t20.get("random_susceptibility", {}).items():
-        metric = f"random_{alpha_key(float(a))}"
-        for pair, cells in by_pair.items():
-            rows.extend((metric, s, pair, float(v), math.nan) for s, v in cells.items())
-    for metric, by_pair in t21.items():
-        for pair, cells in by_pair.items():
-            rows.extend((metric, s, pair, float(v["mean"]), float(v.get("sd", math.nan)))
-                        for s, v in cells.items())
-    if not rows:
-        return None
-    return pd.DataFrame(rows, columns=["metric", "split", "pair", "value", "sd"])
+    """The paper's tables in long form ``(metric, split, pair, value, sd)``:
+    :func:`perturbscope.experiments.tables.paper_long`."""
+    return paper_long(dataset, doc)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,25 +195,12 @@ def paper_reference(dataset: str = "fashion-mnist", doc: Mapping[str, Any] | Non
 # ---------------------------------------------------------------------------------------------
 
 def _scale_table(config: Mapping[str, Any]) -> pd.DataFrame | None:
-    train = config.get("train") or config.get("training") or {}
-    audit = config.get("audit") or {}
-    model = config.get("model") or {}
-    ours = {
-        "train_images": config.get("train_images", config.get("train_limit")),
-        "audit_images": config.get("audit_images", config.get("audit_limit")),
-        "width": model.get("width", config.get("width")),
-        "epochs": train.get("epochs"),
-        "batch_size": train.get("batch_size"),
-        "lr": train.get("lr"),
-        "draws": audit.get("draws"),
-        "alphas": ", ".join(f"{a:g}" for a in audit.get("alphas", [])) or None,
-        "steps": audit.get("steps"),
-    }
-    if all(v is None for v in ours.values()):
+    rows = protocol_rows(config)
+    if all(r["ours"] in (None, "all", 0) for r in rows):
         return None
-    rows = {k: {"this run": "all" if (v is None and k.endswith("images")) else _short(v),
-                "paper": PAPER_PROTOCOL[k]} for k, v in ours.items()}
-    return pd.DataFrame.from_dict(rows, orient="index").rename_axis("setting")
+    table = {r["setting"]: {"this run": _short(r["ours"]), "paper": _short(r["paper"]),
+                            "differs": "" if r["same"] else "yes"} for r in rows}
+    return pd.DataFrame.from_dict(table, orient="index").rename_axis("setting")
 
 
 def _panel_figures(report: HtmlReport, panels: Sequence[tuple[str, bytes | Path, str]]) -> None:
@@ -313,7 +269,7 @@ def report_from_records(
 
     long = side_by_side(long_metrics(summary), paper)
     have_paper = paper is not None and long["paper"].notna().any()
-    rand = [f"random_{k}" for k in alpha_keys(records)]
+    rand = [f"random_{k}" for k in alpha_keys(records.columns)]
     note = ("Cells: ours | paper | diff = ours - paper." if have_paper
             else "The paper's values are not shown (none for this data set, or left out); ours only.")
     rep.add_section("Tables")
@@ -338,7 +294,7 @@ def report_from_records(
         p17 = plot_norm_violins(records, wd / "violin_adversarial.png", source="adversarial")
         rep.add_figure(p17, "Norms of the smallest adversarial perturbations (paper Figure 17)",
                        "L1, L2 and Linf norms per pair; blue train, orange test; lines: median and range.")
-        keys = alpha_keys(records)
+        keys = alpha_keys(records.columns)
         if keys:
             p18 = plot_norm_violins(records, wd / "violin_random.png", source="random")
             rep.add_figure(p18, f"Norms of the smallest flipping random perturbations, alpha={keys[-1][1:]} "
@@ -358,8 +314,10 @@ def report_from_records(
 
 
 def _store_panels(store: Any, run_id: str, config: Mapping[str, Any], records: pd.DataFrame,
-                  workdir: Path, data_path: str | None, max_pairs: int | None) -> tuple[list, list[str]]:
-    """Image panels from the models kept in the store (artifacts ``model/pair=i-j``)."""
+                  workdir: Path, data_path: str | None, max_pairs: int | None,
+                  device: Any = None) -> tuple[list, list[str]]:
+    """Image panels from the models kept in the store (artifacts ``model/pair=i-j``), computed on
+    ``device`` (default: the CPU)."""
     import io
 
     import torch
@@ -371,7 +329,7 @@ def _store_panels(store: Any, run_id: str, config: Mapping[str, Any], records: p
     panels, notes = [], []
     audit = config.get("audit") or {}
     model_cfg = config.get("model") or {}
-    keys = alpha_keys(records)
+    keys = alpha_keys(records.columns)
     if not keys:
         return panels, ["no random-probe columns: no image panels"]
     key = keys[-1]
@@ -419,6 +377,11 @@ def _store_panels(store: Any, run_id: str, config: Mapping[str, Any], records: p
             notes.append(f"pair {pair}: stored weights do not fit the configured model ({exc})")
             continue
         model.eval()
+        if device is not None:
+            from dataclasses import replace
+
+            model = model.to(device)
+            task = replace(task, x=task.x.to(device), y=task.y.to(device))
         try:
             ex = compute_panel_example(model, task, index=index, alpha=float(key[1:]),
                                        draws=int(audit.get("draws", 2000)), seed=int(audit.get("seed", 0)),
@@ -439,7 +402,7 @@ def _store_panels(store: Any, run_id: str, config: Mapping[str, Any], records: p
 
 def build_run_report(store: Any, run: str, out: str | os.PathLike, *, panels: bool = True,
                      max_panels: int | None = None, data_path: str | None = None,
-                     paper: pd.DataFrame | None | str = "auto") -> Path:
+                     paper: pd.DataFrame | None | str = "auto", device: Any = None) -> Path:
     """Write the HTML report of ``run`` of ``store`` to ``out``; returns the path.
 
     Args:
@@ -450,6 +413,7 @@ def build_run_report(store: Any, run: str, out: str | os.PathLike, *, panels: bo
         max_panels: at most this many pairs get a panel (default all).
         data_path: folder of the Fashion-MNIST IDX files for the panels.
         paper: see :func:`report_from_records`.
+        device: where the panels' models run (default: the CPU).
     """
     from perturbscope.experiments.store import ResultsStore
 
@@ -457,7 +421,7 @@ def build_run_report(store: Any, run: str, out: str | os.PathLike, *, panels: bo
     if own:
         if not Path(store).is_file():
             raise FileNotFoundError(f"results store {store} does not exist")
-        store = ResultsStore(store)
+        store = ResultsStore(store, read_only=True)
     try:
         rid = store.resolve(run)
         config = store.run_config(rid)
@@ -478,7 +442,8 @@ def build_run_report(store: Any, run: str, out: str | os.PathLike, *, panels: bo
         with tempfile.TemporaryDirectory(prefix="perturbscope-report-") as tmp:
             figs: list = []
             if panels and hasattr(store, "get_artifact"):
-                figs, pnotes = _store_panels(store, rid, config, records, Path(tmp), data_path, max_panels)
+                figs, pnotes = _store_panels(store, rid, config, records, Path(tmp), data_path, max_panels,
+                                             device=device)
                 notes.extend(pnotes)
             rep = report_from_records(records, config, versions, title=f"perturbscope report: run {name}",
                                       paper=paper, panels=figs, workdir=tmp, notes=notes)

@@ -20,23 +20,21 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from perturbscope.attacks.line_search import gradient_line_search  # noqa: E402
-from perturbscope.attacks.result import norms  # noqa: E402
-from perturbscope.fileio import atomic_savefig  # noqa: E402
-from perturbscope.measure.metrics import alpha_key  # noqa: E402
-from perturbscope.measure.random_probe import random_probe  # noqa: E402
-from perturbscope.models.outputs import predict_labels  # noqa: E402
-from perturbscope.models.runtime import eval_mode, model_device, predict, resolve_output  # noqa: E402
-from perturbscope.report.tables import alpha_keys, pair_sort_key  # noqa: E402
+from perturbscope import figures  # noqa: E402
+from perturbscope.attacks.base import norms  # noqa: E402
+from perturbscope.attacks.line_search import LineSearch  # noqa: E402
+from perturbscope.audit.schema import (
+    alpha_key,  # noqa: E402
+    alpha_keys,  # noqa: E402
+)
+from perturbscope.experiments.tables import pair_sort_key  # noqa: E402
+from perturbscope.models.classifier import as_classifier  # noqa: E402
+from perturbscope.probes.random_probe import random_probe  # noqa: E402
 from perturbscope.sampling import uniform_ball  # noqa: E402
 
 __all__ = ["plot_norm_violins", "plot_noise_curves", "PanelExample", "compute_panel_example",
@@ -46,12 +44,9 @@ NORM_NAMES = {"l1": "L1", "l2": "L2 (Euclidean)", "linf": "Linf"}
 SPLIT_COLORS = {"train": "#1f77b4", "test": "#ff7f0e"}
 
 
-def save_figure(fig: plt.Figure, path: str | os.PathLike, dpi: int = 110) -> Path:
-    """Save ``fig`` as PNG at ``path`` atomically (temp file + rename) and close it."""
-    try:
-        return atomic_savefig(fig, path, dpi=dpi, format="png")
-    finally:
-        plt.close(fig)
+def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
+    """Save ``fig`` as PNG at ``path`` atomically and free it (:func:`perturbscope.figures.save_figure`)."""
+    return figures.save_figure(fig, path, dpi=dpi, format="png")
 
 
 def _check_df(df: pd.DataFrame, cols: Sequence[str], name: str = "records") -> None:
@@ -63,7 +58,7 @@ def _check_df(df: pd.DataFrame, cols: Sequence[str], name: str = "records") -> N
 
 
 def _pick_alpha(records: pd.DataFrame, alpha: float | None) -> str:
-    keys = alpha_keys(records)
+    keys = alpha_keys(records.columns)
     if alpha is not None:
         key = alpha_key(alpha)
         if key not in keys:
@@ -106,7 +101,7 @@ def plot_norm_violins(records: pd.DataFrame, path: str | os.PathLike, *, source:
     splits = [s for s in ("train", "test") if s in set(records["split"])] or \
         list(dict.fromkeys(records["split"]))
     width = 0.8 / len(splits)
-    fig, axes = plt.subplots(3, 1, figsize=(max(8.0, 1.1 * len(pairs) + 2.5), 9.5), sharex=True)
+    fig, axes = figures.new_figure(3, 1, figsize=(max(8.0, 1.1 * len(pairs) + 2.5), 9.5), sharex=True)
     for ax, (norm, col) in zip(axes, cols.items(), strict=True):
         for si, split in enumerate(splits):
             color = SPLIT_COLORS.get(split, f"C{si + 2}")
@@ -169,7 +164,7 @@ def plot_noise_curves(summary: pd.DataFrame, kind: str, path: str | os.PathLike,
         raise ValueError(f"summary has no {kind!r} noise level")
     panels = [("accuracy", "accuracy %"), ("adversarial_susceptibility", "adversarial susceptibility %"),
               ("eps_l2_mean", "mean L2 norm of the adversarial attack")]
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.4))
+    fig, axes = figures.new_figure(1, 3, figsize=(15, 4.4))
     pairs = sorted(dict.fromkeys(data["pair"]), key=pair_sort_key)
     for pi, pair in enumerate(pairs):
         for split, ls in (("train", "-"), ("test", "--")):
@@ -248,8 +243,8 @@ def compute_panel_example(
 ) -> PanelExample:
     """Compute the images of a Figure 11/12 panel for one image of ``task``.
 
-    Runs the paper's line-search attack (:func:`~perturbscope.attacks.line_search.gradient_line_search`)
-    and random probe (:func:`~perturbscope.measure.random_probe.random_probe`, the same seeded
+    Runs the paper's line-search attack (:class:`~perturbscope.attacks.line_search.LineSearch`)
+    and random probe (:func:`~perturbscope.probes.random_probe.random_probe`, the same seeded
     ``draws`` vectors in the unit ball, scaled by ``alpha * eps_adv``).
 
     Args:
@@ -259,7 +254,7 @@ def compute_panel_example(
             the first ``candidates`` images, the first attacked one that some but not all random
             draws flip (as in the paper's examples), else the first attacked one.
         alpha, draws, seed: random probe level, number of vectors and their seed (paper 10, 2000).
-        s_max, steps, refine_tol: line-search settings (see ``gradient_line_search``).
+        s_max, steps, refine_tol: line-search settings (see ``LineSearch``).
 
     Raises:
         ValueError: ``index`` out of range, misclassified or not attackable; no attackable image
@@ -270,7 +265,8 @@ def compute_panel_example(
         raise TypeError("task must have tensors x (N, C, H, W) and y (N,) (a PairTask)")
     if not (math.isfinite(alpha) and alpha > 0) or draws < 1 or candidates < 1:
         raise ValueError(f"need alpha > 0, draws >= 1, candidates >= 1; got {alpha}, {draws}, {candidates}")
-    output = resolve_output(model, output)
+    clf = as_classifier(model, output)
+    output = clf.output
     n = x_all.shape[0]
     if index is not None:
         if not 0 <= int(index) < n:
@@ -279,14 +275,14 @@ def compute_panel_example(
     else:
         idx = torch.arange(min(candidates, n))
     x, y = x_all[idx], y_all[idx].long()
-    correct = predict(model, x, output, batch_size).cpu() == y.cpu()
+    correct = clf.predict(x, batch_size).cpu() == y.cpu()
     if index is not None and not bool(correct[0]):
         raise ValueError(f"image {index} is misclassified; pick a correctly classified one")
     x, y, idx = x[correct], y[correct], idx[correct]
     if len(idx) == 0:
         raise ValueError("no correctly classified image among the candidates")
-    att = gradient_line_search(model, x, y, output=output, s_max=s_max, steps=steps,
-                               refine_tol=refine_tol, batch_size=batch_size)
+    att = LineSearch(s_max=s_max, steps=steps, refine_tol=refine_tol,
+                     batch_size=batch_size)(model, x, y, output=output)
     ok = att.success.cpu()
     if not bool(ok.any()):
         raise ValueError(f"the attack flipped none of the {len(idx)} candidate image(s) up to "
@@ -301,12 +297,9 @@ def compute_panel_example(
     xi, ei = x[j].cpu(), float(eps[j])
     zeta = uniform_ball(draws, tuple(x.shape[1:]), seed=seed, dtype=x.dtype)
     perturbed = xi.unsqueeze(0) + (alpha * ei) * zeta
-    device = model_device(model)
-    with eval_mode(model), torch.inference_mode():
-        clean = int(predict_labels(model(xi.unsqueeze(0).to(device)), output)[0])
-        preds = torch.cat([predict_labels(model(perturbed[s:s + batch_size].to(device)), output).cpu()
-                           for s in range(0, draws, batch_size)])
-        adv_pred = int(predict_labels(model((xi + delta_adv[j]).unsqueeze(0).to(device)), output)[0])
+    clean = int(clf.predict(xi.unsqueeze(0), batch_size)[0])
+    preds = clf.predict(perturbed, batch_size).cpu()
+    adv_pred = int(clf.predict((xi + delta_adv[j]).unsqueeze(0), batch_size)[0])
     flips = preds != clean
     if int(flips.sum()) != int(counts[j]):  # the probe and this replay must agree
         raise RuntimeError(f"random probe counted {int(counts[j])} flips, replay {int(flips.sum())}")
@@ -350,7 +343,7 @@ def plot_image_panel(example: PanelExample, path: str | os.PathLike, title: str 
     spec = [("original", "(a) original"), ("adversarial", "(b) adversarial"),
             ("random_no_flip", f"(c) random, alpha={example.alpha:g}, no flip"),
             ("random_flip", f"(d) random, alpha={example.alpha:g}, flips")]
-    fig, axes = plt.subplots(1, 4, figsize=(13, 4.6), layout="constrained")
+    fig, axes = figures.new_figure(1, 4, figsize=(13, 4.6), layout="constrained")
     grey = example.images["original"].ndim == 3 and example.images["original"].shape[0] == 1
     for ax, (key, head) in zip(axes, spec, strict=True):
         img = example.images.get(key)

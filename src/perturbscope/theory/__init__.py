@@ -9,7 +9,6 @@ Modules (spec: /work/shared/spec/stability-paradox.md; paper Sections 4-5):
 - :mod:`~perturbscope.theory.two_balls`: Theorems 4, 5, 6, 8 (samplers, classifier, bounds, exact).
 - :mod:`~perturbscope.theory.half_balls`: Theorems 18, 19, 20.
 - :mod:`~perturbscope.theory.engines`, :mod:`~perturbscope.theory.montecarlo`: the two MC engines.
-- :mod:`~perturbscope.theory.gradient`: Theorem 7 checked with autograd.
 - :mod:`~perturbscope.theory.sweeps`, :mod:`~perturbscope.theory.plots`: tables and Figures 4 and 6.
 """
 

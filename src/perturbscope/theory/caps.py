@@ -34,6 +34,7 @@ __all__ = [
     "log_cap_fraction",
     "cap_fraction_array",
     "log_cap_fraction_array",
+    "inverse_log_cap_fraction",
     "cap_bound",
     "log_cap_bound",
     "log_gamma_half_ratio",
@@ -131,24 +132,26 @@ def cap_fraction_array(t: np.ndarray, n: int) -> np.ndarray:
     return np.where(t >= 0, upper, 1.0 - upper)
 
 
-def _upper_tail(a: np.ndarray, n: int) -> np.ndarray:
+def _upper_tail(a: np.ndarray, n: int, x: np.ndarray | None = None) -> np.ndarray:
     """``F_n(a)`` for ``a`` in ``[0, 1]``: ``1/2 betaincc(1/2, (n+1)/2, a^2)`` for ``a^2 < 1/2``, else
-    ``1/2 betainc((n+1)/2, 1/2, (1-a)(1+a))`` (no rounding of ``1 - a^2`` near ``a = 1``)."""
+    ``1/2 betainc((n+1)/2, 1/2, (1-a)(1+a))`` (no rounding of ``1 - a^2`` near ``a = 1``); ``x``:
+    ``1 - a^2`` if the caller knows it more accurately than from ``a``."""
     b = (n + 1) / 2.0
     small = 0.5 * special.betaincc(0.5, b, a * a)
-    large = 0.5 * special.betainc(b, 0.5, (1.0 - a) * (1.0 + a))
+    large = 0.5 * special.betainc(b, 0.5, (1.0 - a) * (1.0 + a) if x is None else x)
     out = np.where(a * a < 0.5, small, large)
     return np.where(a >= 1.0, 0.0, out)
 
 
-def _log_cap_cf(t: np.ndarray, n: int) -> np.ndarray:
+def _log_cap_cf(t: np.ndarray, n: int, x_given: np.ndarray | None = None) -> np.ndarray:
     """``log F_n(t) = log(1/2 I_{1-t^2}((n+1)/2, 1/2))`` by the continued fraction, ``t`` in (0, 1).
 
-    Valid (fast) for ``x = 1 - t^2 < (a+1)/(a+b+2)``, i.e. where ``F_n(t)`` is small.
+    Valid (fast) for ``x = 1 - t^2 < (a+1)/(a+b+2)``, i.e. where ``F_n(t)`` is small;
+    ``x_given``: ``1 - t^2`` when known more accurately than from ``t``.
     """
     a, b = (n + 1) / 2.0, 0.5
     t = np.asarray(t, dtype=np.float64)
-    x = (1.0 - t) * (1.0 + t)
+    x = (1.0 - t) * (1.0 + t) if x_given is None else np.asarray(x_given, dtype=np.float64)
     tiny = 1e-300
     qab, qap, qam = a + b, a + 1.0, a - 1.0
     c = np.ones_like(x)
@@ -180,19 +183,29 @@ def _log_cap_cf(t: np.ndarray, n: int) -> np.ndarray:
     # prefactor x^a (1-x)^b / (a B(a, b)) with B(a, 1/2) = sqrt(pi) Gamma(a) / Gamma(a + 1/2)
     log_beta = 0.5 * math.log(math.pi) - log_gamma_half_ratio(a)
     with np.errstate(divide="ignore"):
-        log_front = a * _log1m_square(t) + b * 2.0 * np.log(t) - math.log(a) - log_beta
+        log1m = _log1m_square(t) if x_given is None else np.log(x)
+        log_front = a * log1m + b * 2.0 * np.log(t) - math.log(a) - log_beta
     return math.log(0.5) + log_front + np.log(h)
 
 
-def log_cap_fraction_array(t: np.ndarray, n: int) -> np.ndarray:
+def log_cap_fraction_array(t: np.ndarray, n: int, *, one_minus_t2: np.ndarray | None = None
+                           ) -> np.ndarray:
     """``log F_n(t)`` for an array ``t``: finite (not ``-inf``) for every ``t < 1``.
 
     ``-inf`` for ``t >= 1``, ``0`` for ``t <= -1``. Exact far below float64's range.
+
+    ``one_minus_t2`` (same shape as ``t``, optional): ``1 - t^2`` computed by the caller without
+    rounding, e.g. from a parametrisation ``t = s / sqrt(s^2 + m)`` (``1 - t^2 = m / (s^2 + m)``);
+    it replaces ``(1 - |t|)(1 + |t|)``, whose relative error grows like ``eps / (1 - |t|)`` as
+    ``|t| -> 1`` once ``t`` itself is rounded.
     """
     _check_n(n)
     t = _as_t(t)
     a = np.clip(np.abs(t), 0.0, 1.0)
-    upper = _upper_tail(a, n)
+    x = None
+    if one_minus_t2 is not None:
+        x = np.broadcast_to(np.clip(np.asarray(one_minus_t2, dtype=np.float64), 0.0, 1.0), t.shape)
+    upper = _upper_tail(a, n, x)
     p = np.where(t >= 0, upper, 1.0 - upper)
     with np.errstate(divide="ignore"):
         out = np.where(t >= 0, np.log(upper), np.log1p(-upper))
@@ -201,8 +214,31 @@ def log_cap_fraction_array(t: np.ndarray, n: int) -> np.ndarray:
     t = np.atleast_1d(t)
     small = (p < _UNDERFLOW) & (t > 0.0) & (t < 1.0)
     if np.any(small):
-        out[small] = _log_cap_cf(t[small], n)
+        out[small] = _log_cap_cf(t[small], n, None if x is None else np.atleast_1d(x)[small])
     return out.reshape(np.shape(upper))
+
+
+def inverse_log_cap_fraction(log_f: np.ndarray, n: int) -> np.ndarray:
+    """The ``t`` in ``[-1, 1]`` with ``log F_n(t) = log_f``, elementwise (inverse of
+    :func:`log_cap_fraction_array`), for ``log_f`` in ``[log(~1e-304), 0]``.
+
+    For ``F = exp(log_f) <= 1/2`` (``t >= 0``): ``t^2 = betainccinv(1/2, (n+1)/2, 2F)`` where that is
+    below 1/2, else ``t = sqrt(1 - y)`` with ``y = 1 - t^2 = betaincinv((n+1)/2, 1/2, 2F)`` (no
+    cancellation near ``t = 1``, the split :func:`log_cap_fraction_array` uses); ``F > 1/2`` by
+    symmetry, ``t = -t(1 - F)`` with ``1 - F = -expm1(log_f)``.
+    """
+    _check_n(n)
+    log_f = np.asarray(log_f, dtype=np.float64)
+    if np.any(np.isnan(log_f)) or np.any(log_f > 0):
+        raise ValueError("log_f must be <= 0 (a log probability) and not NaN")
+    b = (n + 1) / 2.0
+    upper = log_f <= -math.log(2.0)
+    tail = np.where(upper, np.exp(log_f), -np.expm1(log_f))  # F_n(|t|) <= 1/2
+    arg = np.clip(2.0 * tail, 0.0, 1.0)
+    t2 = special.betainccinv(0.5, b, arg)
+    y = special.betaincinv(b, 0.5, arg)
+    a = np.where(t2 < 0.5, np.sqrt(t2), np.sqrt(np.clip(1.0 - y, 0.0, 1.0)))
+    return np.where(upper, a, -a)
 
 
 def log_cap_fraction(t: float, n: int) -> float:

@@ -15,25 +15,20 @@ from __future__ import annotations
 import math
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import matplotlib
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+from perturbscope.figures import new_figure, save_figure
 
-from perturbscope.fileio import atomic_savefig  # noqa: E402
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["plot_point", "plot_two_balls", "plot_half_balls"]
 
-_COLORS = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-
-
-def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
-    path = atomic_savefig(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+_COLORS = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
 
 
 def _log10_or_nan(x: np.ndarray) -> np.ndarray:
@@ -42,7 +37,7 @@ def _log10_or_nan(x: np.ndarray) -> np.ndarray:
         return np.where(x > 0, np.log10(np.where(x > 0, x, 1.0)), np.nan)
 
 
-def _mc_points(ax: plt.Axes, pts: pd.DataFrame, color: str, *, tail: bool, log: bool,
+def _mc_points(ax: Axes, pts: pd.DataFrame, color: str, *, tail: bool, log: bool,
                label: str | None) -> None:
     """MC estimates with CI bars; ``tail``: plot ``1 - P``; ``log``: plot ``log10``."""
     if pts.empty or pts["trials"].max() <= 0:
@@ -67,7 +62,7 @@ def _mc_points(ax: plt.Axes, pts: pd.DataFrame, color: str, *, tail: bool, log: 
         ax.errorbar(n, est, yerr=[est - lo, hi - est], fmt="o", ms=4, color=color, capsize=2, label=label)
 
 
-def _curves(ax: plt.Axes, cur: pd.DataFrame, color: str, *, tail: bool, log: bool,
+def _curves(ax: Axes, cur: pd.DataFrame, color: str, *, tail: bool, log: bool,
             exact_label: str | None, bound_label: str | None) -> None:
     cur = cur.sort_values("n")
     n = cur["n"].to_numpy()
@@ -85,7 +80,7 @@ def _curves(ax: plt.Axes, cur: pd.DataFrame, color: str, *, tail: bool, log: boo
 LOG10_FLOOR = -40.0  # default lower end of log10 axes; the curves go on below it
 
 
-def _finish(ax: plt.Axes, title: str, ylabel: str, *, log: bool, legend_loc: str = "best",
+def _finish(ax: Axes, title: str, ylabel: str, *, log: bool, legend_loc: str = "best",
             floor: float = LOG10_FLOOR) -> None:
     ax.set_xscale("log")
     ax.set_xlabel("dimension n")
@@ -109,7 +104,7 @@ def _select(df: pd.DataFrame, theorem: str | tuple[str, ...], **eq: float) -> pd
     return out
 
 
-def _param_panel(ax: plt.Axes, curves: pd.DataFrame, points: pd.DataFrame, theorem: str | tuple[str, ...],
+def _param_panel(ax: Axes, curves: pd.DataFrame, points: pd.DataFrame, theorem: str | tuple[str, ...],
                  pname: str, *, tail: bool, log: bool, eps: float | None = None,
                  fmt: str = "{p}={v:g}") -> list[float]:
     sel = {} if eps is None else {"eps": eps}
@@ -127,7 +122,7 @@ def _param_panel(ax: plt.Axes, curves: pd.DataFrame, points: pd.DataFrame, theor
 def plot_point(curves: pd.DataFrame, points: pd.DataFrame, path: str | os.PathLike, *,
                title: str = "", floor: float = LOG10_FLOOR) -> Path:
     """Theorem 1: ``log10 P(flip)`` of one point at distance ``eps`` against ``n``, one colour per ``r``."""
-    fig, ax = plt.subplots(figsize=(7.5, 5.0))
+    fig, ax = new_figure(figsize=(7.5, 5.0))
     _param_panel(ax, curves, points, "Thm 1", "r", tail=False, log=True)
     eps = float(curves["eps"].iloc[0]) if len(curves) else math.nan
     _finish(ax, f"Thm 1: noise U(B(x, r)) flips a point at distance eps={eps:g} from the plane",
@@ -135,7 +130,7 @@ def plot_point(curves: pd.DataFrame, points: pd.DataFrame, path: str | os.PathLi
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_two_balls(curves: pd.DataFrame, points: pd.DataFrame, path: str | os.PathLike, *,
@@ -144,7 +139,7 @@ def plot_two_balls(curves: pd.DataFrame, points: pd.DataFrame, path: str | os.Pa
     flips (Thm 6) per radius ``r``; and Theorems 5/8 (susceptibility, universality) as ``log10`` of
     the complement. Lengths in units of the ball radius."""
     eps = float(curves["eps"].iloc[0]) if len(curves) else math.nan
-    fig, axes = plt.subplots(2, 2, figsize=(13, 9.5))
+    fig, axes = new_figure(2, 2, figsize=(13, 9.5))
     ax = axes[0, 0]
     c4, p4 = _select(curves, "Thm 4"), _select(points, "Thm 4")
     if len(c4):
@@ -179,7 +174,7 @@ def plot_two_balls(curves: pd.DataFrame, points: pd.DataFrame, path: str | os.Pa
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)
 
 
 def plot_half_balls(curves: pd.DataFrame, points: pd.DataFrame, path: str | os.PathLike, *,
@@ -193,7 +188,7 @@ def plot_half_balls(curves: pd.DataFrame, points: pd.DataFrame, path: str | os.P
     2. the same for ``eps > 0`` as ``log10 P`` with Theorem 19's bound (dashed);
     3. Theorem 18: ``log10(1 - P(susceptible to delta))`` with its bound.
     """
-    fig, (ax0, ax1, ax2) = plt.subplots(1, 3, figsize=(19, 6.0))
+    fig, (ax0, ax1, ax2) = new_figure(1, 3, figsize=(19, 6.0))
     flip_th = ("Thm 19", "Thm 20")
     flips = _select(curves, flip_th)
     k = 0
@@ -243,4 +238,4 @@ def plot_half_balls(curves: pd.DataFrame, points: pd.DataFrame, path: str | os.P
     if title:
         fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path, dpi=110)

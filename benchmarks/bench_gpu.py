@@ -1,0 +1,189 @@
+"""One-command device benchmark: the probe against the raw forward ceiling, at two input sizes.
+
+For the paper's Fashion-MNIST network (width 1, 3x28x28) and a ResNet-50-shaped network at
+3x224x224 (random weights; torchvision is not needed), on the chosen device, it prints:
+
+* the raw forward throughput (img/s) in fp32 and bf16 autocast, default layout and channels_last;
+* the random probe's throughput (perturbed img/s, draws generated on the device in chunks) and
+  its ratio to the raw ceiling, in fp32 and in bf16 (decisions re-checked in fp32);
+* the peak device memory of each stage (CUDA) or the peak resident memory of the process (CPU);
+* projections, from the measured rates, of the paper's full nine-pair Fashion-MNIST
+  reproduction and of its 20,480-image ImageNet audit (counts of forwards explained below).
+
+    python benchmarks/bench_gpu.py --device cuda            # < 5 minutes on one GPU
+    python benchmarks/bench_gpu.py --device cpu --quick     # the same measurements, scaled down
+
+Projections (forwards counted as single-input forward passes):
+  Fashion-MNIST, per pair: training 100 epochs x 12,000 images x 3 (forward + backward ~ 3
+  forwards); audit of 14,000 images: line search ~16 forwards/image (coarse search, measured in
+  docs/audit.md; 142 for the early-exit grid) + the probe, adversarially susceptible share x 4
+  alphas x 2000 draws (susceptible share 0.55, the paper's Table 20 median). Nine pairs.
+  ImageNet: 20,480 images x (line search ~16 + 0.94 x 2000 probe draws at alpha = 10 (Table 25)).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import resource
+import time
+
+import torch
+from torch import nn
+
+from perturbscope.models import Classifier, PairCNN
+from perturbscope.probes.random_probe import random_probe
+
+
+# ------------------------------------------------------------------ a ResNet-50-shaped network
+class Bottleneck(nn.Module):
+    def __init__(self, cin: int, width: int, stride: int) -> None:
+        super().__init__()
+        cout = width * 4
+        self.body = nn.Sequential(
+            nn.Conv2d(cin, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, width, 3, stride, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True),
+            nn.Conv2d(width, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.skip = (nn.Identity() if stride == 1 and cin == cout else
+                     nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.body(x) + self.skip(x))
+
+
+def resnet50_shaped(num_classes: int = 1000) -> nn.Module:
+    """ResNet-50's layer shapes (3-4-6-3 bottlenecks, 25.6 M parameters), random weights."""
+    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+                               nn.MaxPool2d(3, 2, 1)]
+    cin = 64
+    for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
+        for b in range(blocks):
+            layers.append(Bottleneck(cin, width, stride if b == 0 else 1))
+            cin = width * 4
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_classes)]
+    return nn.Sequential(*layers)
+
+
+# ------------------------------------------------------------------ measurements
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _peak_reset(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _peak(device: torch.device) -> float:
+    """Peak memory in MiB: CUDA allocator peak, or the process's peak RSS on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def raw_rate(model: nn.Module, shape: tuple[int, ...], batch: int, device: torch.device, dtype: str,
+             channels_last: bool, seconds: float) -> float:
+    x = torch.rand((batch, *shape), device=device)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    ctx = (torch.autocast(device_type=device.type, dtype=torch.bfloat16) if dtype == "bf16"
+           else torch.autocast(device_type=device.type, enabled=False))
+    with torch.inference_mode(), ctx:
+        model(x)
+        _sync(device)
+        n, t0 = 0, time.perf_counter()
+        while time.perf_counter() - t0 < seconds:
+            model(x)
+            n += batch
+        _sync(device)
+    return n / (time.perf_counter() - t0)
+
+
+def probe_rate(clf: Classifier, shape: tuple[int, ...], images: int, draws: int, batch: int,
+               precision: str, channels_last: bool) -> tuple[float, float, int]:
+    device = clf.device
+    x = torch.rand((images, *shape), device=device) * 0.5 + 0.25
+    eps = torch.full((images,), 0.5, dtype=torch.float64)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    _sync(device)
+    t0 = time.perf_counter()
+    res = random_probe(clf, x, eps, alphas=(10.0,), draws=draws, seed=0, batch_size=batch,
+                       precision=precision, memory_format=fmt)
+    _sync(device)
+    return res.forwards / (time.perf_counter() - t0), _peak(device), res.rechecked
+
+
+def bench_network(name: str, module: nn.Module, shape: tuple[int, ...], output: str, args, device) -> dict:
+    module = module.to(device).eval()
+    out: dict = {"network": name, "input": "x".join(map(str, shape)), "params": sum(p.numel() for p in module.parameters())}
+    for cl in (False, True):
+        m = module.to(memory_format=torch.channels_last) if cl else module
+        for dt in ("fp32", "bf16"):
+            out[f"raw_{dt}{'_cl' if cl else ''}"] = raw_rate(m, shape, args.batch, device, dt, cl, args.seconds)
+    cl = True
+    m = module.to(memory_format=torch.channels_last)
+    clf = Classifier(m, output, bounds=(0.0, 1.0))
+    for prec in ("fp32", "bf16"):
+        _peak_reset(device)
+        rate, peak, rechecked = probe_rate(clf, shape, args.images, args.draws, args.batch, prec, cl)
+        raw = out[f"raw_{prec}_cl"]
+        out[f"probe_{prec}"], out[f"probe_{prec}_ratio"] = rate, rate / raw
+        out[f"probe_{prec}_peak_mib"], out[f"probe_{prec}_rechecked"] = peak, rechecked
+    return out
+
+
+def projections(fm: dict, inet: dict) -> dict:
+    best_fm = max(fm["probe_fp32"], fm["probe_bf16"])
+    best_in = max(inet["probe_fp32"], inet["probe_bf16"])
+    train_fwd = 100 * 12_000 * 3
+    audit_fwd = 14_000 * (16 + 0.55 * 4 * 2000)
+    fm_seconds = 9 * (train_fwd / fm["raw_fp32_cl"] + audit_fwd / best_fm)
+    in_fwd = 20_480 * (16 + 0.94 * 2000)
+    return {"fashion_mnist_9_pairs_hours": fm_seconds / 3600, "fashion_mnist_forwards": 9 * (train_fwd + audit_fwd),
+            "imagenet_20480_hours": in_fwd / best_in / 3600, "imagenet_forwards": in_fwd}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch", type=int, default=None, help="forward batch (default: 512 on CUDA, 64 on CPU)")
+    ap.add_argument("--draws", type=int, default=None, help="probe draws (default 2000 on CUDA, 128 on CPU)")
+    ap.add_argument("--images", type=int, default=2, help="images probed per network")
+    ap.add_argument("--seconds", type=float, default=None, help="seconds per raw-forward measurement")
+    ap.add_argument("--quick", action="store_true", help="small sizes (a CPU smoke run)")
+    ap.add_argument("--json", default=None, help="also write the numbers to this file")
+    args = ap.parse_args()
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    args.batch = args.batch or (512 if cuda else (16 if args.quick else 64))
+    args.draws = args.draws or (2000 if cuda else (32 if args.quick else 128))
+    args.seconds = args.seconds or (5.0 if cuda else 3.0)
+    name = torch.cuda.get_device_name(device) if cuda else "cpu"
+    print(f"device {name}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
+          f"draws {args.draws}")
+    torch.manual_seed(0)
+    fm = bench_network("paper Fashion-MNIST CNN (width 1)", PairCNN(width=1.0), (3, 28, 28), "sigmoid", args, device)
+    rn_batch = args.batch if cuda else max(4, args.batch // 8)
+    rn_args = argparse.Namespace(**{**vars(args), "batch": rn_batch})
+    inet = bench_network("ResNet-50-shaped", resnet50_shaped(), (3, 224, 224), "logits", rn_args, device)
+    proj = projections(fm, inet)
+    for r in (fm, inet):
+        print(f"\n{r['network']} ({r['input']}, {r['params'] / 1e6:.2f} M parameters)")
+        print(f"  raw forward img/s: fp32 {r['raw_fp32']:.0f}, bf16 {r['raw_bf16']:.0f}; channels_last fp32 "
+              f"{r['raw_fp32_cl']:.0f}, bf16 {r['raw_bf16_cl']:.0f}")
+        for p in ("fp32", "bf16"):
+            print(f"  probe {p}: {r[f'probe_{p}']:.0f} img/s = {r[f'probe_{p}_ratio']:.3f} of raw; peak "
+                  f"{r[f'probe_{p}_peak_mib']:.0f} MiB; {r[f'probe_{p}_rechecked']} draws re-checked in fp32")
+    print(f"\nprojected: paper's nine-pair Fashion-MNIST reproduction {proj['fashion_mnist_9_pairs_hours']:.2f} h "
+          f"({proj['fashion_mnist_forwards']:.3g} forwards); 20,480-image ImageNet audit "
+          f"{proj['imagenet_20480_hours']:.2f} h ({proj['imagenet_forwards']:.3g} forwards)")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"device": name, "fashion_mnist": fm, "resnet50": inet, "projections": proj}, f, indent=2,
+                      default=lambda v: v if math.isfinite(v) else None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,244 @@
+"""One audit of the stability paradox on one model and one set of images (paper Section 7.1).
+
+``audit`` runs, on inputs ``x`` with labels ``y``:
+
+1. clean predictions -> correct set ``C``;
+2. an attack on ``C`` (the paper's gradient line search by default) -> ``eps_adv`` (L2) and the
+   L1/Linf norms of the same perturbation, success set ``A`` (or perturbations given by the
+   caller, re-checked);
+3. the random probe on ``A`` at ``alpha * eps_adv`` for each alpha -> flip counts;
+
+and returns the per-image records (the primary output; columns in
+:mod:`perturbscope.audit.schema`) and the summary derived from them
+(:mod:`perturbscope.audit.summary`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from perturbscope.audit.choice import audit_attack, lower_bound_for_audit
+from perturbscope.audit.config import AuditConfig
+from perturbscope.audit.schema import alpha_key, column_names
+from perturbscope.audit.summary import summarize_records
+from perturbscope.audit.table import format_table
+from perturbscope.fileio import atomic_write, atomic_write_text
+from perturbscope.models.classifier import Classifier, as_classifier
+from perturbscope.probes.random_probe import random_probe
+from perturbscope.progress import progress_bar
+from perturbscope.validation import check_images
+
+__all__ = ["AuditResult", "audit", "audit_splits"]
+
+
+@dataclass
+class AuditResult:
+    """Per-image records (one row per image) and the summary derived from them.
+
+    ``summary`` maps each split name to the dict of
+    :func:`~perturbscope.audit.summary.summarize_records`.
+    """
+
+    records: pd.DataFrame
+    summary: dict[str, dict]
+    config: AuditConfig
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> str:
+        return format_table(self.summary, self.config.alphas)
+
+    def save(self, out_dir: str | os.PathLike, parquet: bool = False) -> dict[str, Path]:
+        """Write ``records.csv`` (and ``records.parquet``) and ``summary.json`` atomically."""
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {"records": out / "records.csv", "summary": out / "summary.json"}
+        doc = {"summary": _jsonable(self.summary), "config": self.config.to_dict(),
+               "meta": _jsonable(self.meta)}
+        text = json.dumps(doc, indent=2, allow_nan=False)  # fails before anything is written
+        atomic_write(paths["records"], lambda p: self.records.to_csv(p, index=False))
+        if parquet:
+            paths["parquet"] = out / "records.parquet"
+            atomic_write(paths["parquet"], lambda p: self.records.to_parquet(p, index=False))
+        atomic_write_text(paths["summary"], text)
+        return paths
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None  # strict JSON: "undefined" (e.g. no image was flipped) is null, never NaN
+    return obj
+
+
+def _classifier(model: nn.Module | Classifier, output: str | None, cfg: AuditConfig) -> Classifier:
+    if isinstance(model, Classifier):
+        if output is not None and output != model.output:
+            raise ValueError(f"output={output!r} disagrees with the Classifier's output={model.output!r}")
+        if model.bounds is not None and tuple(model.bounds) != tuple(float(b) for b in cfg.bounds):
+            raise ValueError(f"the Classifier's bounds {model.bounds} differ from config.bounds "
+                             f"{tuple(cfg.bounds)}; make them agree")
+        return model
+    return as_classifier(model, output, bounds=cfg.bounds)
+
+
+def audit(
+    model: nn.Module | Classifier,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    output: str | None = None,
+    config: AuditConfig | None = None,
+    eps: torch.Tensor | None = None,
+    perturbations: torch.Tensor | None = None,
+    split: str = "all",
+    progress: bool = True,
+    memory_format: torch.memory_format = torch.contiguous_format,
+) -> AuditResult:
+    """Audit ``model`` on inputs ``x`` ``(N, ...)`` in ``config.bounds`` with labels ``y`` ``(N,)``.
+
+    Works for binary models (``output`` ``"sigmoid"``/``"logit"``) and multi-class ones
+    (``"logits"``; a flip is any change of the predicted class). The model is evaluated in
+    eval mode on its own device and left in the mode it was given.
+
+    Args:
+        model: an ``nn.Module`` (wrapped with ``output`` and ``config.bounds``) or a Classifier.
+        eps: optional ``(N,)`` precomputed adversarial L2 sizes (NaN = not susceptible) used
+            instead of the attack, e.g. the tightest of several attacks (not re-checked: no
+            perturbation is known; prefer ``perturbations``).
+        perturbations: optional ``(N, ...)`` adversarial perturbations computed elsewhere
+            (foolbox, torchattacks, ART, your own; NaN rows = none found). Each is re-checked:
+            one that does not flip its image is a failure. All three norms are recorded.
+        split: name stored in the records' ``split`` column.
+        progress: show progress bars.
+
+    Returns:
+        :class:`AuditResult`; the record columns are listed in :mod:`perturbscope.audit.schema`.
+    """
+    cfg = config or AuditConfig()
+    cfg.validate()
+    if eps is not None and perturbations is not None:
+        raise ValueError("give eps or perturbations, not both")
+    clf = _classifier(model, output, cfg)
+    check_images(x, cfg.bounds)
+    n = x.shape[0]
+    pred = clf.predict(x, cfg.batch_size).cpu()
+    y = clf.check_labels(torch.as_tensor(y), n).cpu()
+    correct = pred == y
+    idx_c = correct.nonzero()[:, 0]
+
+    nan = np.full(n, np.nan)
+    eps_l2, eps_l1, eps_linf = nan.copy(), nan.copy(), nan.copy()
+    adv = np.zeros(n, dtype=bool)
+    attack_won, eps_lower = np.full(n, "", dtype=object), nan.copy()
+    forwards = n
+    if eps is None:
+        if len(idx_c):
+            given = None if perturbations is None else _check_perturbations(perturbations, x)[idx_c]
+            res, won = audit_attack(clf, x[idx_c], y[idx_c], cfg, given=given, progress=progress,
+                                    label=split)
+            forwards += res.forwards
+            ic = idx_c.numpy()
+            attack_won[ic] = won
+            adv[ic] = res.success.cpu().numpy()
+            eps_l2[ic], eps_l1[ic], eps_linf[ic] = (t.cpu().numpy() for t in
+                                                    (res.eps_l2, res.eps_l1, res.eps_linf))
+        source = "given" if perturbations is not None else cfg.attack.replace("-", "_")
+    else:
+        e = torch.as_tensor(eps, dtype=torch.float64).reshape(-1).cpu().numpy()
+        if e.shape[0] != n:
+            raise ValueError(f"eps must have shape ({n},), got {e.shape}")
+        ok = np.isfinite(e) & (e > 0) & correct.numpy()
+        adv[ok] = True
+        eps_l2[ok] = e[ok]
+        source = "given"
+
+    if cfg.lower_bound and len(idx_c):  # certified lower bound on each correct image's distance
+        eps_lower[idx_c.numpy()] = lower_bound_for_audit(clf, x[idx_c], y[idx_c], eps_l2[idx_c.numpy()],
+                                                         cfg, progress)
+    alphas = tuple(float(a) for a in cfg.alphas)
+    cols: dict[str, np.ndarray] = {}
+    ia = np.nonzero(adv)[0]
+    shape_na = (n, len(alphas))
+    counts = np.zeros(shape_na, dtype=np.int64)
+    mins = {k: np.full(shape_na, np.nan) for k in ("l2", "l1", "linf")}
+    kmin = np.full(shape_na, -1, dtype=np.int64)
+    if len(ia):
+        total = len(ia) * len(alphas) * cfg.draws
+        with progress_bar(f"random probe ({split})", total, progress) as advance:
+            pr = random_probe(clf, x[torch.from_numpy(ia)], torch.from_numpy(eps_l2[ia]),
+                              alphas=alphas, draws=cfg.draws, seed=cfg.seed,
+                              batch_size=cfg.batch_size, memory_format=memory_format, progress=advance)
+        forwards += pr.forwards
+        counts[ia] = pr.counts.numpy()
+        mins["l2"][ia], mins["l1"][ia], mins["linf"][ia] = (
+            pr.min_l2.numpy(), pr.min_l1.numpy(), pr.min_linf.numpy())
+        kmin[ia] = pr.min_index.numpy()
+    for j, a in enumerate(alphas):
+        key = alpha_key(a)
+        cols[f"flips_{key}"] = counts[:, j]
+        cols[f"rand_frac_{key}"] = np.where(adv, counts[:, j] / cfg.draws, np.nan)
+        for norm in ("l2", "l1", "linf"):
+            cols[f"rand_min_{norm}_{key}"] = mins[norm][:, j]
+        cols[f"rand_min_index_{key}"] = kmin[:, j]
+
+    records = pd.DataFrame({
+        "split": split, "index": np.arange(n), "label": y.numpy(), "pred": pred.numpy(),
+        "correct": correct.numpy(), "adv_success": adv, "eps_l2": eps_l2, "eps_l1": eps_l1,
+        "eps_linf": eps_linf, "eps_source": source, "attack_won": attack_won, "eps_lower": eps_lower,
+        **cols,
+    })[column_names(alphas)]
+    summary = {split: summarize_records(records, alphas)}
+    if cfg.rare_event:  # flip probability per image and alpha, beside the probe's indicator
+        from perturbscope.audit.rare_event_columns import rare_event_columns, summarize_rare_event
+
+        rare = rare_event_columns(clf, x, pred, np.where(adv, eps_l2, np.nan), alphas,
+                                  budget=cfg.rare_event_budget, seed=cfg.seed,
+                                  method=cfg.rare_event_method,
+                                  probe_draws=cfg.draws, batch_size=cfg.batch_size,
+                                  progress=progress)
+        records = pd.concat([records, rare], axis=1)[column_names(alphas, rare_event=True)]
+        forwards += int(rare["rare_forwards"].sum())
+        summary[split]["rare_event"] = summarize_rare_event(records, alphas)
+    meta = {"output": clf.output, "forwards": forwards, "input_shape": list(x.shape[1:])}
+    return AuditResult(records, summary, cfg, meta)
+
+
+def _check_perturbations(perturbations: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    if not isinstance(perturbations, torch.Tensor) or not perturbations.is_floating_point():
+        raise TypeError(f"perturbations must be a floating-point tensor like x, got "
+                        f"{type(perturbations).__name__}")
+    if tuple(perturbations.shape) != tuple(x.shape):
+        raise ValueError(f"perturbations must have the shape of x {tuple(x.shape)}, "
+                         f"got {tuple(perturbations.shape)}")
+    return perturbations
+
+
+def audit_splits(model: nn.Module | Classifier, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], *,
+                 output: str | None = None, config: AuditConfig | None = None,
+                 progress: bool = True, memory_format: torch.memory_format = torch.contiguous_format
+                 ) -> AuditResult:
+    """:func:`audit` on several named splits (e.g. ``{"train": (x, y), "test": (x, y)}``)."""
+    if not splits:
+        raise ValueError("splits is empty")
+    parts = [audit(model, x, y, output=output, config=config, split=name, progress=progress,
+                   memory_format=memory_format)
+             for name, (x, y) in splits.items()]
+    records = pd.concat([p.records for p in parts], ignore_index=True)
+    summary = {k: v for p in parts for k, v in p.summary.items()}
+    meta = dict(parts[0].meta, forwards=sum(p.meta["forwards"] for p in parts))
+    return AuditResult(records, summary, parts[0].config, meta)

@@ -1,1 +1,0 @@
-"""Measurements: random-perturbation probes, metrics, rare events, robustness categories."""
