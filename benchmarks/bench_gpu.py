@@ -54,8 +54,8 @@ class Bottleneck(nn.Module):
 
 def resnet50_shaped(num_classes: int = 1000) -> nn.Module:
     """ResNet-50's layer shapes (3-4-6-3 bottlenecks, 25.6 M parameters), random weights."""
-    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
-                               nn.MaxPool2d(3, 2, 1)]
+    layers: list[nn.Module] = [nn.Conv2d(3, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64),
+                               nn.ReLU(inplace=True), nn.MaxPool2d(3, 2, 1)]
     cin = 64
     for width, blocks, stride in ((64, 3, 1), (128, 4, 2), (256, 6, 2), (512, 3, 2)):
         for b in range(blocks):
@@ -117,11 +117,13 @@ def probe_rate(clf: Classifier, shape: tuple[int, ...], images: int, draws: int,
 
 def bench_network(name: str, module: nn.Module, shape: tuple[int, ...], output: str, args, device) -> dict:
     module = module.to(device).eval()
-    out: dict = {"network": name, "input": "x".join(map(str, shape)), "params": sum(p.numel() for p in module.parameters())}
+    out: dict = {"network": name, "input": "x".join(map(str, shape)),
+                 "params": sum(p.numel() for p in module.parameters())}
     for cl in (False, True):
         m = module.to(memory_format=torch.channels_last) if cl else module
         for dt in ("fp32", "bf16"):
-            out[f"raw_{dt}{'_cl' if cl else ''}"] = raw_rate(m, shape, args.batch, device, dt, cl, args.seconds)
+            key = f"raw_{dt}{'_cl' if cl else ''}"
+            out[key] = raw_rate(m, shape, args.batch, device, dt, cl, args.seconds)
     cl = True
     m = module.to(memory_format=torch.channels_last)
     clf = Classifier(m, output, bounds=(0.0, 1.0))
@@ -141,7 +143,8 @@ def projections(fm: dict, inet: dict) -> dict:
     audit_fwd = 14_000 * (16 + 0.55 * 4 * 2000)
     fm_seconds = 9 * (train_fwd / fm["raw_fp32_cl"] + audit_fwd / best_fm)
     in_fwd = 20_480 * (16 + 0.94 * 2000)
-    return {"fashion_mnist_9_pairs_hours": fm_seconds / 3600, "fashion_mnist_forwards": 9 * (train_fwd + audit_fwd),
+    return {"fashion_mnist_9_pairs_hours": fm_seconds / 3600,
+            "fashion_mnist_forwards": 9 * (train_fwd + audit_fwd),
             "imagenet_20480_hours": in_fwd / best_in / 3600, "imagenet_forwards": in_fwd}
 
 
@@ -164,25 +167,27 @@ def main() -> None:
     print(f"device {name}, torch {torch.__version__}, threads {torch.get_num_threads()}, batch {args.batch}, "
           f"draws {args.draws}")
     torch.manual_seed(0)
-    fm = bench_network("paper Fashion-MNIST CNN (width 1)", PairCNN(width=1.0), (3, 28, 28), "sigmoid", args, device)
+    fm = bench_network("paper Fashion-MNIST CNN (width 1)", PairCNN(width=1.0), (3, 28, 28), "sigmoid", args,
+                       device)
     rn_batch = args.batch if cuda else max(4, args.batch // 8)
     rn_args = argparse.Namespace(**{**vars(args), "batch": rn_batch})
     inet = bench_network("ResNet-50-shaped", resnet50_shaped(), (3, 224, 224), "logits", rn_args, device)
     proj = projections(fm, inet)
     for r in (fm, inet):
         print(f"\n{r['network']} ({r['input']}, {r['params'] / 1e6:.2f} M parameters)")
-        print(f"  raw forward img/s: fp32 {r['raw_fp32']:.0f}, bf16 {r['raw_bf16']:.0f}; channels_last fp32 "
-              f"{r['raw_fp32_cl']:.0f}, bf16 {r['raw_bf16_cl']:.0f}")
+        print(f"  raw forward img/s: fp32 {r['raw_fp32']:.0f}, bf16 {r['raw_bf16']:.0f}; channels_last "
+              f"fp32 {r['raw_fp32_cl']:.0f}, bf16 {r['raw_bf16_cl']:.0f}")
         for p in ("fp32", "bf16"):
             print(f"  probe {p}: {r[f'probe_{p}']:.0f} img/s = {r[f'probe_{p}_ratio']:.3f} of raw; peak "
                   f"{r[f'probe_{p}_peak_mib']:.0f} MiB; {r[f'probe_{p}_rechecked']} draws re-checked in fp32")
-    print(f"\nprojected: paper's nine-pair Fashion-MNIST reproduction {proj['fashion_mnist_9_pairs_hours']:.2f} h "
-          f"({proj['fashion_mnist_forwards']:.3g} forwards); 20,480-image ImageNet audit "
-          f"{proj['imagenet_20480_hours']:.2f} h ({proj['imagenet_forwards']:.3g} forwards)")
+    print(f"\nprojected: paper's nine-pair Fashion-MNIST reproduction "
+          f"{proj['fashion_mnist_9_pairs_hours']:.2f} h ({proj['fashion_mnist_forwards']:.3g} forwards); "
+          f"20,480-image ImageNet audit {proj['imagenet_20480_hours']:.2f} h "
+          f"({proj['imagenet_forwards']:.3g} forwards)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"device": name, "fashion_mnist": fm, "resnet50": inet, "projections": proj}, f, indent=2,
-                      default=lambda v: v if math.isfinite(v) else None)
+            json.dump({"device": name, "fashion_mnist": fm, "resnet50": inet, "projections": proj}, f,
+                      indent=2, default=lambda v: v if math.isfinite(v) else None)
 
 
 if __name__ == "__main__":

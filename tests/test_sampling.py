@@ -88,13 +88,24 @@ def test_ball_orthogonal_to_a_direction_per_row(draw_dtype):
     assert float(s[:, 0].abs().max()) < 1e-12
 
 
-def test_generator_device_is_the_draw_device():
-    """One seed convention: a generator is used as is and the draws land on its device."""
+def test_one_seed_convention_counter_based():
+    """Draw k of an int seed depends only on (seed, k): chunks, start offsets and calls agree;
+    a generator is advanced by one integer draw per call; different samplers are independent."""
+    whole = uniform_ball(50, (3, 4), seed=3, dtype=torch.float64)
+    assert torch.equal(uniform_ball(50, (3, 4), seed=3, dtype=torch.float64), whole)
+    parts = torch.cat([uniform_ball(17, (3, 4), seed=3, start=0, dtype=torch.float64),
+                       uniform_ball(33, (3, 4), seed=3, start=17, dtype=torch.float64)])
+    assert torch.equal(parts, whole)
+    assert not torch.equal(uniform_ball(50, (3, 4), seed=4, dtype=torch.float64), whole)
     gen = make_generator(3)
-    a = uniform_ball(4, 5, seed=gen)
-    assert a.device.type == "cpu"
-    assert torch.equal(uniform_ball(4, 5, seed=3), a)  # an int seed: a fresh CPU generator
-    b = uniform_ball(4, 5, seed=gen)
-    assert not torch.equal(a, b)  # the generator passed on was advanced
+    a, b = uniform_ball(4, 5, seed=gen), uniform_ball(4, 5, seed=gen)
+    assert a.device.type == "cpu" and not torch.equal(a, b)  # the generator passed on was advanced
+    gen2 = make_generator(3)
+    assert torch.equal(uniform_ball(4, 5, seed=gen2), a)  # the same generator state, the same draws
+    g = gaussian(2000, 5, seed=3, dtype=torch.float64)
+    sph = uniform_sphere(2000, 5, seed=3, dtype=torch.float64)
+    assert abs(float((g / g.norm(dim=1, keepdim=True) * sph).sum(1).mean())) < 0.05  # not the same normals
+    with pytest.raises(ValueError, match="start"):
+        uniform_ball(4, 5, seed=1, start=-1)
     with pytest.raises(ValueError, match="orthogonal_to"):
         uniform_ball(4, 5, orthogonal_to=torch.ones(3, 5))

@@ -8,17 +8,16 @@ input size, and still use the same draws for every image (paper Section 7.1.3).
 
 SplitMix64 (Steele, Lea and Flood 2014; Vigna's constants) is a 64-bit mixing function whose
 outputs over consecutive counters pass BigCrush; uniforms take its top 53 bits, normals are the
-inverse normal CDF of those uniforms (``torch.special.ndtri``, float64).
+inverse normal CDF of those uniforms (``torch.special.ndtri``, float64). The samplers built on it
+are in :mod:`perturbscope.sampling`.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-
 import torch
 
-__all__ = ["mix64", "stream_key", "uniform01", "standard_normal", "ball_draws", "sphere_draws"]
+__all__ = ["mix64", "stream_key", "uniform01", "standard_normal", "row_normals", "row_uniforms",
+           "row_uniform_block", "STREAMS"]
 
 _MASK64 = (1 << 64) - 1
 
@@ -88,34 +87,27 @@ def standard_normal(key: int, counters: torch.Tensor) -> torch.Tensor:
 
 def _counters(start: int, count: int, d: int, device: torch.device | str) -> torch.Tensor:
     rows = torch.arange(start, start + count, dtype=torch.int64, device=device)
-    return (rows.view(-1, 1) * d + torch.arange(d, dtype=torch.int64, device=device).view(1, -1))
+    return rows.view(-1, 1) * d + torch.arange(d, dtype=torch.int64, device=device).view(1, -1)
 
 
-def sphere_draws(seed: int, start: int, count: int, shape: Sequence[int], *, radius: float = 1.0,
-                 dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Draws ``start .. start + count - 1`` of the seed's points uniform on the L2 sphere.
-
-    Returns ``(count, *shape)``. Draw ``k`` is ``radius * g / ||g||`` with ``g`` the ``d``
-    normals of counters ``k * d .. k * d + d - 1`` of stream 0 (normalised in float64).
-    """
-    shape = tuple(int(s) for s in shape)
-    d = math.prod(shape)
-    g = standard_normal(stream_key(seed, 0), _counters(start, count, d, device))
-    g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    return (radius * g).to(dtype).reshape((count, *shape))
+#: sub-streams of one seed, one per kind of number (so two samplers with one seed are independent)
+STREAMS = {"ball_normals": 0, "ball_radii": 1, "cube": 2, "gaussian": 3}
 
 
-def ball_draws(seed: int, start: int, count: int, shape: Sequence[int], *, radius: float = 1.0,
-               dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu") -> torch.Tensor:
-    """Draws ``start .. start + count - 1`` of the seed's points uniform in the closed L2 ball.
+def row_normals(seed: int, start: int, count: int, d: int, device: torch.device | str = "cpu",
+                stream: int = STREAMS["ball_normals"]) -> torch.Tensor:
+    """``(count, d)`` float64 standard normals: row ``k`` uses counters ``k*d .. k*d + d - 1``."""
+    return standard_normal(stream_key(seed, stream), _counters(start, count, d, device))
 
-    Direction as :func:`sphere_draws`, radius ``radius * U_k^(1/d)`` with ``U_k`` the uniform
-    of counter ``k`` of stream 1. Returns ``(count, *shape)`` in ``dtype`` on ``device``.
-    """
-    shape = tuple(int(s) for s in shape)
-    d = math.prod(shape)
-    g = standard_normal(stream_key(seed, 0), _counters(start, count, d, device))
-    g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-300)
-    u = uniform01(stream_key(seed, 1), torch.arange(start, start + count, dtype=torch.int64, device=device))
-    r = radius * u.pow(1.0 / d).unsqueeze(1)
-    return (r * g).to(dtype).reshape((count, *shape))
+
+def row_uniforms(seed: int, start: int, count: int, device: torch.device | str = "cpu",
+                 stream: int = STREAMS["ball_radii"]) -> torch.Tensor:
+    """``(count,)`` float64 uniforms in (0, 1), one per row ``start .. start + count - 1``."""
+    return uniform01(stream_key(seed, stream), torch.arange(start, start + count, dtype=torch.int64,
+                                                            device=device))
+
+
+def row_uniform_block(seed: int, start: int, count: int, d: int, device: torch.device | str = "cpu",
+                      stream: int = STREAMS["cube"]) -> torch.Tensor:
+    """``(count, d)`` float64 uniforms in (0, 1), row-addressed like :func:`row_normals`."""
+    return uniform01(stream_key(seed, stream), _counters(start, count, d, device))

@@ -4,12 +4,12 @@ All samplers return float tensors shaped ``(n, *shape)`` whose flattened rows
 live in ``R^d`` with ``d = prod(shape)``. Sizes are in the units of the input
 (pixel units in [0, 1] for images).
 
-Seed convention (every sampler, and every perturbscope function that draws noise): ``seed`` is
-an int, a :class:`torch.Generator` or ``None`` (OS entropy). The draws are made on the
-generator's device: an int or ``None`` makes a generator on ``device`` (default the CPU), a
-given generator is used as is (``device`` defaults to its device). The same seed and the same
-sequence of calls give the same numbers; a generator passed on is advanced, so one generator
-can feed several samplers in turn.
+Seed convention (every sampler here): draw ``k`` of an integer seed ``s`` is a pure function of
+``(s, k)`` (the counter-based stream of :mod:`perturbscope.rng`), computed on ``device``. So the
+same seed gives the same draws whatever the device, and ``start=k`` gives draws ``k, k+1, ...``
+of the same set: a large set can be made in chunks. ``seed`` may also be a
+:class:`torch.Generator`, which is advanced by one integer draw that becomes the seed (so one
+generator feeds several calls in turn, each with new numbers), or ``None`` (a seed from the OS).
 
 :func:`uniform_ball` and :func:`uniform_sphere` are the package's only ball / sphere samplers
 (with ``orthogonal_to``: in the hyperplane orthogonal to a given unit vector per row).
@@ -72,13 +72,28 @@ def _radii(radius: float | torch.Tensor, n: int, device: torch.device | str) -> 
     return float(radius)
 
 
-def _setup(n: int, shape: int | Sequence[int], seed, device, orthogonal_to, draw_dtype
-           ) -> tuple[tuple[int, ...], torch.Generator, torch.device | str, int]:
+def seed_int(seed: int | torch.Generator | None) -> int:
+    """The integer seed a sampler call uses: ``seed`` itself, one draw of a generator, or OS entropy."""
+    if isinstance(seed, torch.Generator):
+        return int(torch.randint(0, 2**62, (1,), generator=seed, device=seed.device).item())
+    if seed is None:
+        import secrets
+
+        return secrets.randbits(62)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise TypeError(f"seed must be a non-negative int, a torch.Generator or None, got {seed!r}")
+    return seed
+
+
+def _setup(n: int, shape: int | Sequence[int], seed, device, orthogonal_to, draw_dtype, start: int = 0
+           ) -> tuple[tuple[int, ...], int, torch.device | str, int]:
     _check_n(n)
     shape = _shape(shape)
     if device is None:
         device = seed.device if isinstance(seed, torch.Generator) else "cpu"
-    gen = make_generator(seed, device)
+    if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+        raise ValueError(f"start (index of the first draw) must be an int >= 0, got {start!r}")
+    key = seed_int(seed)
     d = math.prod(shape)
     if orthogonal_to is not None:
         if d < 2:
@@ -88,19 +103,22 @@ def _setup(n: int, shape: int | Sequence[int], seed, device, orthogonal_to, draw
                              f"{tuple(orthogonal_to.shape)}")
     if draw_dtype not in (torch.float32, torch.float64):
         raise ValueError(f"draw_dtype must be torch.float32 or torch.float64, got {draw_dtype}")
-    return shape, gen, device, d
+    return shape, key, device, d
 
 
-def _draw(n: int, d: int, gen: torch.Generator, device: torch.device | str, radius,
-          orthogonal_to: torch.Tensor | None, ball: bool, draw_dtype: torch.dtype) -> torch.Tensor:
-    """``(n, d)`` points (``draw_dtype``) of the sphere / ball of ``radius``: one ``randn((n, d))``
-    draw, then (ball) one ``rand((n, 1))``, both in ``draw_dtype`` / float64."""
-    g = torch.randn((n, d), generator=gen, dtype=draw_dtype, device=device)
+def _draw(n: int, d: int, key: int, device: torch.device | str, radius,
+          orthogonal_to: torch.Tensor | None, ball: bool, draw_dtype: torch.dtype, start: int = 0
+          ) -> torch.Tensor:
+    """``(n, d)`` points (``draw_dtype``) of the sphere / ball of ``radius``: draws
+    ``start .. start + n - 1`` of seed ``key`` (normals of stream 0, radii of stream 1)."""
+    from perturbscope.rng import row_normals, row_uniforms
+
+    g = row_normals(key, start, n, d, device).to(draw_dtype)
     if orthogonal_to is None:
         g = g / g.norm(dim=1, keepdim=True).clamp_min(1e-300)
         if not ball:
             return _radii(radius, n, device) * g
-        u = torch.rand((n, 1), generator=gen, dtype=torch.float64, device=device)
+        u = row_uniforms(key, start, n, device).unsqueeze(1)
         return (_radii(radius, n, device) * u.pow(1.0 / d)) * g
     # orthogonal part of g, scaled, in two fused passes over the (n, d) block (the hot path in
     # large d): c g - c <g, e> e with c = rho / ||g - <g, e> e||
@@ -112,8 +130,8 @@ def _draw(n: int, d: int, gen: torch.Generator, device: torch.device | str, radi
     rho = torch.full((n,), rho, dtype=torch.float64, device=device) if isinstance(rho, float) \
         else rho[:, 0]
     if ball:
-        v = torch.rand((n, 1), generator=gen, dtype=torch.float64, device=device)
-        rho = rho * v[:, 0].pow(1.0 / (d - 1))
+        v = row_uniforms(key, start, n, device)
+        rho = rho * v.pow(1.0 / (d - 1))
     c = rho / perp
     g.mul_(c.to(draw_dtype).unsqueeze(1))
     return g.addcmul_((-c * ge).to(draw_dtype).unsqueeze(1), e)
@@ -129,6 +147,7 @@ def uniform_sphere(
     device: torch.device | str | None = None,
     orthogonal_to: torch.Tensor | None = None,
     draw_dtype: torch.dtype = torch.float64,
+    start: int = 0,
 ) -> torch.Tensor:
     """``n`` points uniform on the sphere of L2 radius ``radius`` in ``R^d``.
 
@@ -140,12 +159,13 @@ def uniform_sphere(
         seed, device: see the module docstring (the draws are made on the generator's device).
         orthogonal_to: ``(n, d)`` (or ``(d,)``) unit vectors; row ``i`` is then uniform on the
             ``(d-2)``-sphere of radius ``radius`` orthogonal to ``orthogonal_to[i]``.
-        draw_dtype: dtype of the Gaussian draw and of the arithmetic on the ``(n, d)`` block
-            (float64; float32 halves the memory traffic in large ``d``, with a different
-            random stream).
+        draw_dtype: dtype of the arithmetic on the ``(n, d)`` block (float64; float32 halves the
+            memory traffic in large ``d``; the normals themselves are always made in float64).
+        start: index of the first draw (draws ``start .. start + n - 1`` of the seed's set).
     """
-    shape, gen, device, d = _setup(n, shape, seed, device, orthogonal_to, draw_dtype)
-    return _draw(n, d, gen, device, radius, orthogonal_to, False, draw_dtype).to(dtype).reshape((n, *shape))
+    shape, key, device, d = _setup(n, shape, seed, device, orthogonal_to, draw_dtype, start)
+    return _draw(n, d, key, device, radius, orthogonal_to, False, draw_dtype, start).to(dtype).reshape(
+        (n, *shape))
 
 
 def uniform_ball(
@@ -158,6 +178,7 @@ def uniform_ball(
     device: torch.device | str | None = None,
     orthogonal_to: torch.Tensor | None = None,
     draw_dtype: torch.dtype = torch.float64,
+    start: int = 0,
 ) -> torch.Tensor:
     """``n`` points uniform in the closed L2 ball of radius ``radius`` in ``R^d``.
 
@@ -172,10 +193,11 @@ def uniform_ball(
         orthogonal_to: ``(n, d)`` (or ``(d,)``) unit vectors; row ``i`` is then uniform in the
             ``(d-1)``-ball of radius ``radius`` inside the hyperplane orthogonal to
             ``orthogonal_to[i]`` (``k = d - 1``).
-        draw_dtype: as :func:`uniform_sphere`.
+        draw_dtype, start: as :func:`uniform_sphere`.
     """
-    shape, gen, device, d = _setup(n, shape, seed, device, orthogonal_to, draw_dtype)
-    return _draw(n, d, gen, device, radius, orthogonal_to, True, draw_dtype).to(dtype).reshape((n, *shape))
+    shape, key, device, d = _setup(n, shape, seed, device, orthogonal_to, draw_dtype, start)
+    return _draw(n, d, key, device, radius, orthogonal_to, True, draw_dtype, start).to(dtype).reshape(
+        (n, *shape))
 
 
 def uniform_cube(
@@ -188,8 +210,10 @@ def uniform_cube(
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """``n`` points uniform in the cube ``[-half_width, half_width]^d``. Returns ``(n, *shape)``."""
-    shape, gen, device, _ = _setup(n, shape, seed, device, None, torch.float64)
-    u = torch.rand((n, *shape), generator=gen, dtype=dtype, device=device)
+    from perturbscope.rng import row_uniform_block
+
+    shape, key, device, d = _setup(n, shape, seed, device, None, torch.float64)
+    u = row_uniform_block(key, 0, n, d, device).to(dtype).reshape((n, *shape))
     return (2.0 * u - 1.0) * half_width
 
 
@@ -203,5 +227,8 @@ def gaussian(
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """``n`` draws of ``N(0, sigma^2 I_d)``. Returns ``(n, *shape)``."""
-    shape, gen, device, _ = _setup(n, shape, seed, device, None, torch.float64)
-    return sigma * torch.randn((n, *shape), generator=gen, dtype=dtype, device=device)
+    from perturbscope.rng import STREAMS, row_normals
+
+    shape, key, device, d = _setup(n, shape, seed, device, None, torch.float64)
+    g = row_normals(key, 0, n, d, device, stream=STREAMS["gaussian"])
+    return sigma * g.to(dtype).reshape((n, *shape))

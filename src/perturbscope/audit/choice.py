@@ -28,7 +28,8 @@ __all__ = ["audit_attack", "attack_from_config", "lower_bound_for_audit"]
 
 def attack_from_config(cfg: AuditConfig, given: torch.Tensor | None = None) -> Attack:
     """The :class:`~perturbscope.attacks.base.Attack` an audit with ``cfg`` runs."""
-    ls = LineSearch(s_max=cfg.s_max, steps=cfg.steps, refine_tol=cfg.refine_tol, batch_size=cfg.batch_size)
+    ls = LineSearch(s_max=cfg.s_max, steps=cfg.steps, refine_tol=cfg.refine_tol, batch_size=cfg.batch_size,
+                    search=cfg.search, saturated=cfg.saturated)
     ext = None if given is None else Given(perturbation=given, batch_size=cfg.batch_size)
     if cfg.attack == "best":
         b = cfg.batch_size

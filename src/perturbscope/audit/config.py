@@ -30,6 +30,12 @@ class AuditConfig:
         lower_bound: also certify a lower bound ``eps_lower`` per image.
         rare_event, rare_event_budget, rare_event_method: also estimate the flip probability per
             image and alpha (:mod:`perturbscope.probes.rare_event`).
+        search: the line search's ``"grid"`` (exact early-exit scan) or ``"coarse"`` (coarse grid +
+            bisection; :class:`~perturbscope.attacks.line_search.LineSearch`).
+        saturated: the line search's rule for a zero MSE gradient: ``"fail"`` (the paper's literal
+            protocol: not susceptible) or ``"logit"`` (the direction from the logit margin).
+        precision: the probe's ``"fp32"``, ``"bf16"`` or ``"fp16"`` (decisions re-checked in fp32).
+        draw_chunk: random draws generated at once by the probe (default: about 64 MB).
     """
 
     alphas: tuple[float, ...] = DEFAULT_ALPHAS
@@ -45,6 +51,10 @@ class AuditConfig:
     rare_event: bool = False
     rare_event_budget: int = 2000
     rare_event_method: str = "splitting"
+    search: str = "grid"
+    saturated: str = "fail"
+    precision: str = "fp32"
+    draw_chunk: int | None = None
 
     def validate(self) -> None:
         """Check every setting before any work; one clear error naming the first bad one."""
@@ -66,6 +76,14 @@ class AuditConfig:
         if self.attack not in AUDIT_ATTACKS:
             raise ValueError(f"attack must be one of {AUDIT_ATTACKS}, got {self.attack!r}")
         check_int("rare_event_budget", self.rare_event_budget, minimum=2)
+        if self.search not in ("grid", "coarse"):
+            raise ValueError(f"search must be 'grid' or 'coarse', got {self.search!r}")
+        if self.saturated not in ("fail", "logit"):
+            raise ValueError(f"saturated must be 'fail' or 'logit', got {self.saturated!r}")
+        if self.precision not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"precision must be 'fp32', 'bf16' or 'fp16', got {self.precision!r}")
+        if self.draw_chunk is not None:
+            check_int("draw_chunk", self.draw_chunk, minimum=1)
         if self.rare_event_method not in RARE_EVENT_METHODS:
             raise ValueError(f"rare_event_method must be one of {RARE_EVENT_METHODS}, "
                              f"got {self.rare_event_method!r}")

@@ -179,10 +179,12 @@ def audit(
     kmin = np.full(shape_na, -1, dtype=np.int64)
     if len(ia):
         total = len(ia) * len(alphas) * cfg.draws
+        on_rate = _eta_printer(f"random probe ({split})", total) if progress else None
         with progress_bar(f"random probe ({split})", total, progress) as advance:
             pr = random_probe(clf, x[torch.from_numpy(ia)], torch.from_numpy(eps_l2[ia]),
                               alphas=alphas, draws=cfg.draws, seed=cfg.seed,
-                              batch_size=cfg.batch_size, memory_format=memory_format, progress=advance)
+                              batch_size=cfg.batch_size, draw_chunk=cfg.draw_chunk, precision=cfg.precision,
+                              memory_format=memory_format, progress=advance, on_rate=on_rate)
         forwards += pr.forwards
         counts[ia] = pr.counts.numpy()
         mins["l2"][ia], mins["l1"][ia], mins["linf"][ia] = (
@@ -216,6 +218,19 @@ def audit(
         summary[split]["rare_event"] = summarize_rare_event(records, alphas)
     meta = {"output": clf.output, "forwards": forwards, "input_shape": list(x.shape[1:])}
     return AuditResult(records, summary, cfg, meta)
+
+
+def _eta_printer(stage: str, total: int):
+    """A callback that prints, once, the forwards a stage will make and the time it will take."""
+    import sys
+
+    def report(rate: float) -> None:
+        secs = total / max(rate, 1e-9)
+        when = (f"{secs / 3600:.1f} h" if secs >= 5400 else f"{secs / 60:.1f} min" if secs >= 90
+                else f"{secs:.0f} s")
+        print(f"{stage}: {total:,} forwards at {rate:,.0f}/s (measured on the first batches): about {when}",
+              file=sys.stderr, flush=True)
+    return report
 
 
 def _check_perturbations(perturbations: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

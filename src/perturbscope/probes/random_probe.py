@@ -1,18 +1,29 @@
 """The paper's random probe (Section 7.1.3): do perturbations ``alpha`` times larger than the
 adversarial one, in random directions, flip the prediction?
 
-One set of ``draws`` vectors ``zeta_k`` uniform in the unit L2 ball of ``R^d`` is drawn once
-(seeded) and reused for every image, as in the paper. Image ``i`` at level ``alpha`` is
-evaluated at ``x_i + alpha * eps_i * zeta_k`` for every ``k``; the probe counts the draws whose
-prediction differs from the clean prediction of ``x_i``.
+One set of ``draws`` vectors ``zeta_k`` uniform in the unit L2 ball of ``R^d`` is used for every
+image, as in the paper. Image ``i`` at level ``alpha`` is evaluated at
+``x_i + alpha * eps_i * zeta_k`` for every ``k``; the probe counts the draws whose prediction
+differs from the clean prediction of ``x_i``.
 
-The work is one flat index space of ``N * len(alphas) * draws`` perturbed inputs, cut into
-forward batches of ``batch_size``; a batch mixes images, alphas and draws, so there is no
-Python loop over images or draws, only over batches.
+The draws never exist all at once: draw ``k`` is a pure function of ``(seed, k)``
+(:func:`perturbscope.sampling.uniform_ball`, a counter-based stream), generated in chunks of
+``draw_chunk`` on the model's device, in the inputs' dtype. The same seed gives the same draws
+whatever the chunk size, the batch size or the device, and the probe's memory is bounded by one chunk of draws
+plus one forward batch, not by ``draws x d``. Within a chunk the work is one flat index space
+of ``images x alphas x chunk`` perturbed inputs cut into forward batches (no Python loop over
+images or draws).
+
+Optional reduced precision (``precision="bf16"`` or ``"fp16"``: autocast) decides most draws
+cheaply; every draw it calls a flip, and every draw whose low-precision margin is within a
+rounding band of zero, is evaluated again in the model's own precision, so a rounding error
+never counts as a flip.
 """
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -22,10 +33,16 @@ from torch import nn
 from perturbscope.attacks.base import norms
 from perturbscope.models.classifier import Classifier, as_classifier
 from perturbscope.paper import PAPER_ALPHAS as DEFAULT_ALPHAS
+from perturbscope.paper import PAPER_DRAWS
 from perturbscope.sampling import uniform_ball
 from perturbscope.validation import check_floats, check_images, check_int
 
-__all__ = ["ProbeResult", "random_probe", "DEFAULT_ALPHAS"]
+__all__ = ["ProbeResult", "random_probe", "DEFAULT_ALPHAS", "PRECISIONS", "auto_draw_chunk"]
+
+PRECISIONS = ("fp32", "bf16", "fp16")
+_AUTOCAST = {"bf16": torch.bfloat16, "fp16": torch.float16}
+#: bytes one chunk of draws may take when ``draw_chunk`` is not given
+CHUNK_BYTES = 64 * 2**20
 
 
 @dataclass
@@ -38,9 +55,10 @@ class ProbeResult:
         counts: ``(N, A)`` int64 number of draws that flip the prediction.
         min_l2, min_l1, min_linf: ``(N, A)`` float64 norms (pixel units) of the flipping random
             perturbation with the smallest L2 norm; NaN where no draw flips.
-        min_index: ``(N, A)`` int64 index ``k`` of that draw in the shared set (-1 if none),
-            so the perturbation ``alpha * eps * zeta_k`` can be regenerated from the seed.
-        forwards: forward passes spent (``N * A * draws``).
+        min_index: ``(N, A)`` int64 index ``k`` of that draw (-1 if none), so the perturbation
+            ``alpha * eps * zeta_k`` can be regenerated: ``uniform_ball(1, shape, seed=seed, start=k)``.
+        forwards: forward passes spent (``N * A * draws``, plus the float32 re-checks).
+        rechecked: forward passes spent re-checking reduced-precision decisions.
     """
 
     alphas: tuple[float, ...]
@@ -51,11 +69,28 @@ class ProbeResult:
     min_linf: torch.Tensor
     min_index: torch.Tensor
     forwards: int
+    rechecked: int = 0
 
     @property
     def flip_fraction(self) -> torch.Tensor:
         """``(N, A)`` fraction of draws that flip."""
         return self.counts.double() / self.draws
+
+
+def auto_draw_chunk(d: int, draws: int, itemsize: int = 4) -> int:
+    """Draws per chunk so that one chunk (with the generator's float64 temporaries) stays near
+    :data:`CHUNK_BYTES`: at least 1, at most ``draws``."""
+    per_draw = d * (itemsize + 24)  # the draw itself + int64 counters + float64 normals
+    return max(1, min(draws, CHUNK_BYTES // max(per_draw, 1)))
+
+
+def _flip_and_margin(clf: Classifier, xb: torch.Tensor, ref: torch.Tensor, precision: str
+                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    if precision == "fp32":
+        return clf.labels_of(clf.raw(xb)) != ref, None
+    with torch.autocast(device_type=xb.device.type, dtype=_AUTOCAST[precision]):
+        m, lab = clf.margin_and_labels(xb, ref)
+    return lab != ref, m.float()
 
 
 def random_probe(
@@ -64,30 +99,36 @@ def random_probe(
     eps: torch.Tensor,
     *,
     alphas: Sequence[float] = DEFAULT_ALPHAS,
-    draws: int = 2000,
-    seed: int | torch.Generator | None = 0,
+    draws: int = PAPER_DRAWS,
+    seed: int = 0,
     output: str | None = None,
     batch_size: int = 256,
+    draw_chunk: int | None = None,
     directions: torch.Tensor | None = None,
+    precision: str = "fp32",
     memory_format: torch.memory_format = torch.contiguous_format,
     progress: Callable[[int], None] | None = None,
+    on_rate: Callable[[float], None] | None = None,
 ) -> ProbeResult:
     """Count flipping random perturbations for inputs ``x`` ``(N, ...)`` at radii ``alpha * eps``.
 
     Args:
-        model: an ``nn.Module`` (wrapped with ``output``) or a Classifier; run in eval mode
-            under ``torch.inference_mode``; its mode is restored; not moved.
-        x: inputs ``(N, *shape)`` inside the classifier's bounds.
+        model: an ``nn.Module`` (wrapped with ``output``) or a Classifier; run in eval mode under
+            ``torch.inference_mode``; its mode is restored; not moved.
+        x: inputs ``(N, *shape)`` inside the classifier's bounds (moved to the model's device).
         eps: ``(N,)`` positive finite base radii (normally the adversarial L2 size), pixel units.
         alphas: multipliers of ``eps`` (paper: 1, 2, 5, 10).
-        draws: random vectors in the unit ball (paper: 2000), drawn once and shared.
-        seed: seed or generator for those vectors.
-        output: output convention (default ``model.output_kind``).
+        draws: random vectors in the unit ball (paper: 2000), the same for every image.
+        seed: non-negative int seed of those vectors (draw ``k`` depends only on ``seed`` and ``k``).
         batch_size: perturbed inputs per forward pass.
+        draw_chunk: draws generated at once (default: :func:`auto_draw_chunk`, ~64 MB).
         directions: optional ``(draws, *shape)`` precomputed vectors to use instead of sampling.
+        precision: ``"fp32"`` (the model's own precision), ``"bf16"`` or ``"fp16"`` (autocast,
+            decisions near the boundary re-checked in the model's precision).
         memory_format: layout of the perturbed batch (``torch.channels_last`` is faster for
-            conv nets on CPU when the model's weights are channels_last too).
+            conv nets when the model's weights are channels_last too).
         progress: called with the number of forwards done after each batch.
+        on_rate: called once, after about 2 s of work, with the measured forwards per second.
 
     A flip is a prediction different from the model's clean prediction for ``x_i`` (for a
     correctly classified image, that is its label).
@@ -102,56 +143,87 @@ def random_probe(
                          "images whose attack succeeded)")
     alphas = check_floats("alphas", alphas, low=0.0, low_open=True)
     check_int("draws", draws, minimum=1)
+    check_int("seed", seed, minimum=0)
     check_int("batch_size", batch_size, minimum=1)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
     device = clf.device
     x = x.to(device)
     shape = tuple(x.shape[1:])
-    if directions is None:
-        zeta = uniform_ball(draws, shape, seed=seed, dtype=x.dtype)
-    else:
-        if tuple(directions.shape) != (draws, *shape):
-            raise ValueError(f"directions must have shape {(draws, *shape)}, "
-                             f"got {tuple(directions.shape)}")
-        zeta = directions.to(x.dtype)
-    zeta = zeta.to(device)
-    z_l1, z_l2, z_linf = norms(zeta)
-    rank_of = torch.empty(draws, dtype=torch.long)
-    order = torch.argsort(z_l2.cpu(), stable=True)
-    rank_of[order] = torch.arange(draws)
-    rank_of, order = rank_of.to(device), order.to(device)
+    d = math.prod(shape)
+    if directions is not None and tuple(directions.shape) != (draws, *shape):
+        raise ValueError(f"directions must have shape {(draws, *shape)}, got {tuple(directions.shape)}")
+    chunk = check_int("draw_chunk", draw_chunk, minimum=1) if draw_chunk is not None else \
+        auto_draw_chunk(d, draws, x.element_size())
+    chunk = min(chunk, draws)
 
     n, a = x.shape[0], len(alphas)
-    total = n * a * draws
     alpha_t = torch.tensor(alphas, dtype=torch.float64, device=device)
     scale_ia = (eps.to(device).unsqueeze(1) * alpha_t.unsqueeze(0)).reshape(-1)  # (N*A,)
     counts = torch.zeros(n * a, dtype=torch.long, device=device)
-    best_rank = torch.full((n * a,), draws, dtype=torch.long, device=device)
+    best_l2 = torch.full((n * a,), math.inf, dtype=torch.float64, device=device)
+    best_k = torch.full((n * a,), -1, dtype=torch.long, device=device)
+    norm_of = torch.empty((3, draws), dtype=torch.float64, device=device)  # l1, l2, linf per draw
     buf = torch.empty((batch_size, *shape), dtype=x.dtype, device=device)
     if len(shape) == 3:
         buf = buf.contiguous(memory_format=memory_format)
     view = [-1] + [1] * len(shape)
+    forwards = rechecked = 0
+    t0, rate_sent = time.perf_counter(), on_rate is None
     with clf.evaluating(), torch.inference_mode():
         clean = clf.predict(x, batch_size)
-        for start in range(0, total, batch_size):
-            flat = torch.arange(start, min(start + batch_size, total), device=device)
-            ia, k = flat // draws, flat % draws
-            i = ia // a
-            b = flat.shape[0]
-            out = buf[:b]
-            torch.mul(zeta[k], scale_ia[ia].to(x.dtype).view(view), out=out)
-            out.add_(x[i])
-            flips = clf.labels_of(clf.raw(out)) != clean[i]
-            counts.index_add_(0, ia, flips.long())
-            ranks = torch.where(flips, rank_of[k], torch.full_like(k, draws))
-            best_rank.scatter_reduce_(0, ia, ranks, reduce="amin")
-            if progress is not None:
-                progress(b)
-    found = best_rank < draws
-    k_best = torch.where(found, order[best_rank.clamp(max=draws - 1)], torch.full_like(best_rank, -1))
+        for k0 in range(0, draws, chunk):
+            c = min(chunk, draws - k0)
+            if directions is None:
+                zeta = uniform_ball(c, shape, seed=seed, start=k0, dtype=x.dtype, device=device)
+            else:
+                zeta = directions[k0:k0 + c].to(device=device, dtype=x.dtype)
+            l1, l2, linf = norms(zeta)
+            norm_of[:, k0:k0 + c] = torch.stack([l1, l2, linf])
+            total = n * a * c
+            for start in range(0, total, batch_size):
+                flat = torch.arange(start, min(start + batch_size, total), device=device)
+                ia, kk = flat // c, flat % c
+                i = ia // a
+                b = flat.shape[0]
+                out = buf[:b]
+                torch.mul(zeta[kk], scale_ia[ia].to(x.dtype).view(view), out=out)
+                out.add_(x[i])
+                flips, margin = _flip_and_margin(clf, out, clean[i], precision)
+                forwards += b
+                if margin is not None:  # re-check flips and near-boundary draws in full precision
+                    band = 2.0 ** -6 * (1.0 + margin.abs())
+                    sus = (flips | (margin.abs() <= band)).nonzero()[:, 0]
+                    if sus.numel():
+                        flips[sus] = clf.labels_of(clf.raw(out[sus])) != clean[i][sus]
+                        forwards += sus.numel()
+                        rechecked += sus.numel()
+                counts.index_add_(0, ia, flips.long())
+                k_abs = kk + k0
+                # per (image, alpha) of this batch (a contiguous range of ia): the flipping draw
+                # of smallest L2 norm, the smaller draw index on ties, against the best so far
+                lo = int(ia[0])
+                loc, m = ia - lo, int(ia[-1]) - lo + 1
+                cand = torch.where(flips, l2[kk], torch.full_like(l2[kk], math.inf))
+                g_l2 = torch.full((m,), math.inf, dtype=torch.float64, device=device)
+                g_l2.scatter_reduce_(0, loc, cand, reduce="amin")
+                big = torch.full_like(k_abs, draws)
+                g_k = torch.full((m,), draws, dtype=torch.long, device=device)
+                at_min = torch.where(flips & (cand == g_l2[loc]), k_abs, big)
+                g_k.scatter_reduce_(0, loc, at_min, reduce="amin")
+                cur_l2, cur_k = best_l2[lo:lo + m], best_k[lo:lo + m]
+                upd = (g_k < draws) & ((g_l2 < cur_l2) | ((g_l2 == cur_l2) & (g_k < cur_k)))
+                cur_l2[upd], cur_k[upd] = g_l2[upd], g_k[upd]
+                if progress is not None:
+                    progress(b)
+                if not rate_sent and time.perf_counter() - t0 > 2.0:
+                    on_rate(forwards / (time.perf_counter() - t0))
+                    rate_sent = True
+    found = best_k >= 0
     nan = torch.full((n * a,), float("nan"), dtype=torch.float64, device=device)
 
-    def min_norm(zn: torch.Tensor) -> torch.Tensor:
-        return torch.where(found, scale_ia * zn[k_best.clamp(min=0)], nan).view(n, a).cpu()
+    def min_norm(row: int) -> torch.Tensor:
+        return torch.where(found, scale_ia * norm_of[row][best_k.clamp(min=0)], nan).view(n, a).cpu()
 
-    return ProbeResult(alphas, draws, counts.view(n, a).cpu(), min_norm(z_l2), min_norm(z_l1),
-                       min_norm(z_linf), k_best.view(n, a).cpu(), total)
+    return ProbeResult(alphas, draws, counts.view(n, a).cpu(), min_norm(1), min_norm(0), min_norm(2),
+                       best_k.view(n, a).cpu(), forwards, rechecked)
