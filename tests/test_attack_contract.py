@@ -26,7 +26,7 @@ from perturbscope.attacks import (
     attack_names,
 )
 from perturbscope.attacks.base import RunOutput
-from perturbscope.attacks.deepfool import STEP_EPS
+from perturbscope.attacks.deepfool import STEP_REL
 from perturbscope.models import MLP, LinearBinary
 from perturbscope.models.classifier import Classifier
 
@@ -69,7 +69,7 @@ def _exact_line_search(model, x, y, dist):
 def _exact_deepfool(model, x, y, dist):
     res = DeepFool(overshoot=0.0)(model, x, y)
     assert res.success.all() and (res.iterations == 1).all()
-    torch.testing.assert_close(res.eps_l2, dist + STEP_EPS, rtol=0, atol=1e-9)  # STEP_EPS: absolute
+    torch.testing.assert_close(res.eps_l2, dist * (1 + STEP_REL), rtol=0, atol=1e-9)  # relative margin
 
 
 def _exact_min_norm(model, x, y, dist):

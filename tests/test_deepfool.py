@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from perturbscope.attacks.deepfool import STEP_EPS, DeepFool
+from perturbscope.attacks.deepfool import STEP_REL, DeepFool
 from perturbscope.models.classifier import Classifier
 from perturbscope.models.pair_cnn import LinearBinary, PairCNN
 
@@ -53,13 +53,13 @@ def test_linear_multiclass_one_step_to_closest_face(norm, overshoot):
     dmin, l, direction = _closest_face(w, b, x, norm)
     assert res.success.all()
     assert (res.iterations == 1).all()
-    expected = (1 + overshoot) * (dmin + STEP_EPS)[:, None] * direction
+    expected = (1 + overshoot) * (dmin * (1 + STEP_REL))[:, None] * direction
     torch.testing.assert_close(res.perturbation, expected, rtol=1e-10, atol=1e-12)
     # the landing point's label is the class of the closest face
     assert torch.equal(res.adv_labels, l)
     # the norm of the step is the exact distance (x (1 + overshoot)), in the chosen norm
     got = res.l2 if norm == "l2" else res.linf
-    torch.testing.assert_close(got, (1 + overshoot) * (dmin + STEP_EPS), rtol=1e-10, atol=0)
+    torch.testing.assert_close(got, (1 + overshoot) * dmin * (1 + STEP_REL), rtol=1e-10, atol=0)
     # norms are consistent with the perturbation
     torch.testing.assert_close(res.l1, res.perturbation.abs().sum(1))
 
@@ -69,7 +69,7 @@ def test_candidates_limit_changes_only_what_it_should():
     x = torch.randn(40, 10, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
     full = DeepFool(candidates=11)(_free(model), x)
     dmin, _, _ = _closest_face(w, b, x, "l2")
-    torch.testing.assert_close(full.l2, 1.02 * (dmin + STEP_EPS))
+    torch.testing.assert_close(full.l2, 1.02 * dmin * (1 + STEP_REL))
     few = DeepFool(candidates=1)(_free(model), x)  # only the runner-up class: never closer
     assert few.success.all()
     assert (few.l2 >= full.l2 - 1e-9).all()
@@ -92,7 +92,7 @@ def test_binary_linear_hits_exact_distance(output):
         res = DeepFool()(_free(model, out), x)
         assert res.success.all()
         assert (res.iterations == 1).all()
-        torch.testing.assert_close(res.l2, 1.02 * (lin.distance(x) + STEP_EPS), rtol=1e-6, atol=1e-9)
+        torch.testing.assert_close(res.l2, 1.02 * lin.distance(x) * (1 + STEP_REL), rtol=1e-6, atol=1e-9)
         # the perturbation is along the plane normal and crosses it
         cos = (res.perturbation @ w).abs() / (res.l2 * w.norm())
         torch.testing.assert_close(cos, torch.ones_like(cos))
@@ -147,7 +147,7 @@ def test_bounds_box_aware_step_is_exact_where_clipping_stalls():
     res = DeepFool(clip=True, max_iter=3)(lin, x, output="sigmoid")
     assert res.success.all() and (res.iterations == 1).all()
     z = torch.tensor([0.2, 0.3], dtype=torch.float64)
-    expected = torch.stack([torch.zeros(2, dtype=torch.float64), -1.02 * (z + STEP_EPS)], 1)
+    expected = torch.stack([torch.zeros(2, dtype=torch.float64), -1.02 * z * (1 + STEP_REL)], 1)
     torch.testing.assert_close(res.perturbation, expected, rtol=1e-9, atol=1e-12)
     # without the box the step is the free-space projection, leaving the box
     free = DeepFool(max_iter=3)(lin, x, output="sigmoid")
@@ -177,7 +177,7 @@ def _exp_ridge_recurrence(s0: float, backoff: float, overshoot: float = 0.02, ma
             break
         if iterations == 1:
             rho *= backoff
-        rho += z / math.exp(-s) + STEP_EPS  # |z| / |dz/ds| along the unit normal u
+        rho += z / math.exp(-s) * (1 + STEP_REL)  # |z| / |dz/ds| along the unit normal u
         iterations += 1
     return (1 + overshoot) * rho, iterations
 
@@ -237,3 +237,15 @@ def test_nan_input_rejected():
     x[0, 0] = float("nan")
     with pytest.raises(ValueError, match="NaN"):
         DeepFool()(model, x, output="logits")
+
+
+def test_small_distances_are_not_overstated():
+    """The step margin is relative: a point 1e-6 from an affine boundary is reported at
+    (1 + overshoot) * 1e-6 * (1 + 1e-4), not 1e-6 + 1e-4 (the absolute margin of the reference code)."""
+    w = torch.tensor([3.0, -4.0], dtype=torch.float64)  # ||w|| = 5
+    lin = LinearBinary(w, bias=0.0)
+    x = torch.tensor([[0.5, 0.375 - 5e-6 / 4]], dtype=torch.float64)  # <w, x> = 5e-6: distance 1e-6
+    assert float(lin.distance(x)) == pytest.approx(1e-6, rel=1e-9)
+    res = DeepFool(overshoot=0.0)(lin, x, output="sigmoid")
+    assert bool(res.success.all())
+    assert float(res.eps_l2[0]) == pytest.approx(1e-6 * (1 + STEP_REL), rel=1e-6)

@@ -78,6 +78,11 @@ def test_summarize_groups_hand_computed(records):
     assert r.adversarial_susceptibility == pytest.approx(75.0)
     assert r.random_a1 == pytest.approx(100 / 6)  # image 8 (misclassified) must not count
     assert r.random_a10 == pytest.approx(50.0)
+    assert (r.accuracy_k, r.accuracy_n, r.adversarial_susceptibility_k, r.adversarial_susceptibility_n) == (
+        8, 10, 6, 8)
+    assert (r.random_a10_k, r.random_a10_n, r.eps_l2_n) == (3, 6, 6)
+    # eps_l2 = 1..6: mean 3.5, sd 1.8708, t(0.975, 5) = 2.5706 -> 3.5 -+ 1.9633
+    assert (r.eps_l2_mean_lo, r.eps_l2_mean_hi) == pytest.approx((1.5367, 5.4633), abs=1e-4)
     assert r.eps_l2_mean == pytest.approx(3.5)
     assert r.eps_l2_sd == pytest.approx(np.std([1, 2, 3, 4, 5, 6], ddof=1))
     assert r.eps_l1_mean == pytest.approx(35.0) and r.eps_linf_mean == pytest.approx(0.35)
@@ -101,9 +106,16 @@ def test_side_by_side_and_wide_table(records):
     w = wide_table(side_by_side(long, paper), ["accuracy", "eps_l2"])
     assert list(w.columns.get_level_values(0).unique()) == ["0 vs 1", "7 vs 8"]  # numeric pair order
     assert w.loc[("Accuracy %", "train"), ("7 vs 8", "paper")] == "99.84"
-    assert w.loc[("Accuracy %", "train"), ("7 vs 8", "diff")] == "-19.84"
-    assert w.loc[("Adv. attack norm L2, mean (sd)", "test"), ("7 vs 8", "ours")] == "3.00 (1.41)"
-    assert w.loc[("Adv. attack norm L2, mean (sd)", "test"), ("7 vs 8", "paper")] == "2.24 (1.01)"
+    # 8 of 10 correct: Clopper-Pearson [44.39, 97.48]; the paper's 99.84 lies outside: marked *
+    assert w.loc[("Accuracy %", "train"), ("7 vs 8", "ours")] == "80.00 [44.4, 97.5] (8/10)"
+    assert w.loc[("Accuracy %", "train"), ("7 vs 8", "diff")] == "-19.84*"
+    # eps_l2 2 and 4: mean 3, sd sqrt(2), t(0.975, 1) = 12.706: the mean's interval 3 -+ 12.71
+    l2 = w.loc[("Adv. attack norm L2, mean (sd)", "test"), "7 vs 8"]
+    assert (l2["ours"], l2["paper"], l2["diff"]) == ("3.00 (1.41) [-9.71, 15.71]", "2.24 (1.01)", "+0.76")
+    assert sbs.loc[("accuracy", "train", "7-8"), "paper_outside"]
+    assert not sbs.loc[("eps_l2", "test", "7-8"), "paper_outside"]
+    r = sbs.loc[("random_a10", "train", "7-8")]  # 3 of the 6 attacked correct images
+    assert (r["k"], r["n"]) == (3, 6) and r["lo"] == pytest.approx(11.81, abs=0.01)
     with pytest.raises(ValueError, match="lack columns"):
         side_by_side(long.drop(columns="pair"), None)
 
@@ -158,12 +170,17 @@ def test_report_contains_every_table_and_plot(report_file):
     c = _Collect()
     c.feed(text)
     assert len(c.tables) == 5  # scale, Table 20, Table 21, configuration, versions
-    assert len(c.images) == 2  # Figures 17 and 18
+    assert len(c.images) == 3  # the paradox (eps_vs_flip_rate), Figures 17 and 18
     for _, src in c.images:
         w, h = _png_size(src)
         assert w > 300 and h > 300
     for needle in ("Table 20 layout", "Table 21 layout", "Figure 17", "Figure 18", "Run configuration",
-                   "cfg-marker-123", "9.9.9-test", "Software versions", "-19.84", "99.84"):
+                   "cfg-marker-123", "9.9.9-test", "Software versions", "-19.84*", "99.84",
+                   "80.00 [44.4, 97.5] (8/10)", "Clopper-Pearson", "Attack: unclipped (paper); random probe: "
+                   "unclipped (paper)", "random probe and the [0, 1] box",
+                   # 0-1 test: 3 of 5 correct (near chance) and none of the 3 flipped by the attack
+                   "Warning: Weak model", "pair 0-1 test 60.0%", "The attack flipped at most half",
+                   "line-search largest L2 scale", "restarts of a collapsed training", "dropout"):
         assert needle in text, needle
     assert not re.search(r"(src|href)=\"(?!data:|#)", text), "the report must not reference other files"
 
@@ -171,7 +188,7 @@ def test_report_contains_every_table_and_plot(report_file):
 @pytest.mark.skipif(find_chromium() is None, reason="chromium not installed (Debian package chromium)")
 def test_report_renders_in_chromium_with_all_images(report_file, tmp_path):
     chk = check_rendering(report_file)
-    assert chk.tables == 5 and len(chk.images) == 2
+    assert chk.tables == 5 and len(chk.images) == 3
     assert chk.all_loaded, chk.failed
     assert all(im.width > 300 for im in chk.images)
     # the check can fail: a page with a corrupt image is caught
@@ -259,9 +276,20 @@ def test_build_run_report_from_store_and_cli(records, tmp_path):
     text = out.read_text()
     c = _Collect()
     c.feed(text)
-    assert len(c.tables) == 5 and len(c.images) == 2
+    assert len(c.tables) == 5 and len(c.images) == 3
     assert "Incomplete run: 4 of 5 units" in text
     assert "no stored model" in text
+    assert "retried" not in text
+
+
+def test_store_report_warns_about_a_retried_training(records, tmp_path):
+    """The training history kept with a pair's model says it collapsed and was retrained."""
+    st, rid = _store_with_run(tmp_path, records)
+    st.put_artifact(rid, "model/pair=7-8", b"weights", {"history": {"attempts": 3, "seed": 15838}})
+    text = build_run_report(st, rid, tmp_path / "r.html", panels=False).read_text()
+    st.close()
+    assert "Training collapsed to one class and was retried for pair 7-8 (trained 3 times, kept seed 15838)" \
+        in text
     rc = main(["report", rid, "--store", str(tmp_path / "s.sqlite"), "--out", str(tmp_path / "c.html"),
                "--no-panels", "--no-paper"])
     assert rc == 0 and (tmp_path / "c.html").stat().st_size > 10_000

@@ -90,10 +90,19 @@ def test_sigkill_midway_then_rerun_gives_exactly_the_expected_records(tmp_path, 
         finished_before = before[before.status == "done"]["finished"].to_dict()
         recs_before = st.records(rid)
 
-    assert main([*CLI, "--store", str(db)]) == 0  # the same command again
+    assert main([*CLI, "--store", str(db), "--out", str(tmp_path / "tables")]) == 0  # the same command again
     printed = capsys.readouterr().out
     assert f"resumed; {4 - n_before} units run, {n_before} already done" in printed
     assert "SCALED-DOWN protocol" in printed and "Table 20" in printed and "Table 21" in printed
+    assert "attack: unclipped (paper); random probe: unclipped (paper)" in printed
+    assert "WARNING: Random perturbations leave [0, 1]" in printed  # Fashion-MNIST's black background
+    t20, t21 = (pd.read_csv(tmp_path / "tables" / f) for f in ("table20.csv", "table21.csv"))
+    assert {"k", "n", "lo", "hi", "paper_outside"} <= set(t20.columns)
+    assert {"n", "ours_mean_lo", "ours_mean_hi", "paper_outside"} <= set(t21.columns)
+    acc = t20[(t20["metric"] == "accuracy")]
+    assert np.allclose(acc["ours"], 100 * acc["k"] / acc["n"]) and (acc["lo"] <= acc["ours"]).all()
+    summ = pd.read_csv(tmp_path / "tables" / "summaries.csv")
+    assert {"accuracy_k", "accuracy_n", "random_a10_k", "random_a10_n", "eps_l2_mean_lo"} <= set(summ.columns)
 
     with ResultsStore(db) as st:
         assert len(st.runs()) == 1
@@ -172,8 +181,35 @@ def test_table20_side_by_side_on_known_inputs():
     assert math.isnan(t.loc[("accuracy", "2-4", "train"), "ours"])  # split not run
     text = format_table20(table20_long(s, alphas=(1, 10)))
     assert "7 vs 8" in text and "2 vs 4" in text
-    assert "99.00, 98.50" in text and "99.84, 99.70" in text and "-0.84, -1.20" in text
-    assert "n/a" in text and sum(" ours  " in line for line in text.splitlines()) == 4
+    lines = text.splitlines()
+    assert "99.84, 99.70" in text and "-0.84, -1.20" in text and "*" not in text  # no interval: no mark
+    assert "99.00" in next(ln for ln in lines if "ours train" in ln)
+    assert "n/a" in text and sum(" ours train " in ln for ln in lines) == 4
+    assert sum(" ours test " in ln for ln in lines) == 4 and sum(" k/n " in ln for ln in lines) == 4
+
+
+def test_table20_shows_counts_intervals_and_marks_the_papers_value_outside():
+    """Summaries of real records (summarize_groups): each cell our percentage with its 95%
+    Clopper-Pearson interval, k/n, and * on the diff where the paper lies outside it."""
+    from perturbscope.audit.summary import summarize_groups
+
+    n = 200  # test: 180 of 200 correct -> 90.0 [84.98, 93.78] (beta quantiles); the paper's 99.70 is outside
+    rec = pd.DataFrame({"pair": "7-8", "split": ["train"] * n + ["test"] * n,
+                        "correct": [True] * (n + 180) + [False] * 20,
+                        "adv_success": ([True] * 107 + [False] * 93) * 2,
+                        "eps_l2": 2.0, "eps_l1": 50.0, "eps_linf": 0.3})
+    for k in ("a1", "a10"):
+        rec[f"flips_{k}"] = ([1] * 90 + [0] * 110) * 2 if k == "a10" else 0
+    t = table20_long(summarize_groups(rec), alphas=(1, 10)).set_index(["metric", "pair", "split"])
+    r = t.loc[("accuracy", "7-8", "test")]
+    assert (r["k"], r["n"]) == (180, 200) and r["lo"] == pytest.approx(84.98, abs=0.01)
+    assert r["hi"] == pytest.approx(93.78, abs=0.01) and r["paper_outside"]
+    r = t.loc[("adversarial_susceptibility", "7-8", "train")]  # 107/200 = 53.5, paper 53.58: inside
+    assert (r["k"], r["n"]) == (107, 200) and not r["paper_outside"]
+    text = format_table20(table20_long(summarize_groups(rec), alphas=(1, 10)))
+    assert "90.0 [85.0, 93.8]" in text and "200/200, 180/200" in text and "-9.70*" in text
+    assert "-0.08," in text and "-0.08*" not in text
+    assert "Clopper-Pearson" in text
 
 
 def test_table21_side_by_side_on_known_inputs():
@@ -187,7 +223,14 @@ def test_table21_side_by_side_on_known_inputs():
     assert math.isclose(r["diff_mean"], -8.18) and math.isclose(r["diff_sd"], -0.79)
     text = format_table21(table21_long(s))
     assert "60.00 (30.00)" in text and "68.18 (30.79)" in text and "-8.18 (-0.79)" in text
-    assert "Linf test" in text
+    assert "Linf test" in text and "*" not in text
+    s2 = s.assign(eps_l2_n=25, eps_l2_mean_lo=2.09, eps_l2_mean_hi=2.91)
+    t = table21_long(s2).set_index(["norm", "pair", "split"])
+    r = t.loc[("L2", "0-1", "test")]  # paper 2.75 inside [2.09, 2.91]
+    assert r["n"] == 25 and not r["paper_outside"]
+    text = format_table21(table21_long(s2.assign(eps_l2_mean_hi=2.6)))  # 2.75 now outside
+    assert "2.50 (1.00) [2.09, 2.60]" in text and "-0.25 (-0.15)*" in text
+    assert "95% interval of the mean" in text
 
 
 def test_paper_tables_agree_with_the_papers_table1_medians():

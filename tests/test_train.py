@@ -61,3 +61,15 @@ def test_bad_training_input():
         train_binary(PairCNN(width=0.125), x, y, TrainConfig(epochs=1, noise="ball"), progress=False)
     with pytest.raises(ValueError, match="bounds"):
         train_binary(PairCNN(width=0.125), x * 3, y, TrainConfig(epochs=1), progress=False)
+
+
+def test_a_saturated_collapse_is_abandoned_after_its_first_epoch():
+    """A far too large learning rate saturates the sigmoid at once: each attempt is stopped after
+    epoch 1 (not run to the end), recorded with its seed, and the last attempt is returned."""
+    from perturbscope.data import load_pair_task
+
+    t = load_pair_task("fashion-mnist-subset", "train", 7, 8, limit=200)
+    cfg = TrainConfig(epochs=6, lr=20.0, batch_size=32)
+    model, hist = train_pair_model(t.x, t.y, width=0.125, config=cfg, restarts=2, progress=False)
+    assert hist.attempts == 3 and hist.collapsed == [(0, 1), (7919, 1)]
+    assert len(hist.loss) == 6 and hist.loss[-1] > 0.375  # the last attempt ran in full

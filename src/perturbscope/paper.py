@@ -17,6 +17,7 @@ PAPER_PROTOCOL: dict[str, object] = {
     "train_images": "all (12000 per pair)", "audit_images": "all", "width": 1.0, "epochs": 100,
     "batch_size": 128, "lr": 0.1, "dropout": 0.4, "restarts": 0, "draws": PAPER_DRAWS,
     "steps": PAPER_STEPS, "s_max": None, "alphas": list(PAPER_ALPHAS),
+    "attack_box": "unclipped (paper)", "probe_box": "unclipped (paper)",
 }
 PROTOCOL_LABELS: dict[str, str] = {
     "train_images": "training images per pair", "audit_images": "images audited per split",
@@ -24,4 +25,5 @@ PROTOCOL_LABELS: dict[str, str] = {
     "dropout": "dropout", "restarts": "restarts of a collapsed training",
     "draws": "random draws per image and alpha", "steps": "line-search steps",
     "s_max": "line-search largest L2 scale", "alphas": "alphas",
+    "attack_box": "attack and the [0, 1] box", "probe_box": "random probe and the [0, 1] box",
 }

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from perturbscope.models.classifier import as_classifier
+from perturbscope.models.classifier import as_classifier, eval_mode
 from perturbscope.models.pair_cnn import PairCNN
 from perturbscope.progress import progress_bar
 from perturbscope.sampling import make_generator, uniform_ball, uniform_cube
@@ -39,6 +39,8 @@ class TrainHistory:
     lr: list[float] = field(default_factory=list)
     seed: int | None = None
     attempts: int = 1
+    #: seeds of the runs abandoned because they collapsed, and the epoch each was abandoned at
+    collapsed: list[tuple[int, int]] = field(default_factory=list)
 
 
 def _add_noise(xb: torch.Tensor, cfg: TrainConfig, gen: torch.Generator) -> torch.Tensor:
@@ -165,26 +167,60 @@ def is_collapsed(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int 
     return acc <= majority + 0.01
 
 
+class _Collapsed(Exception):
+    """Raised from the epoch callback to abandon a run that collapsed (internal)."""
+
+
+#: a run is checked for a saturated collapse after each of its first epochs (see train_pair_model)
+COLLAPSE_CHECK_EPOCHS = 3
+#: mean training MSE above which a constant answer is a saturated collapse (0.25: p = 1/2 for all;
+#: 0.5: every image of one class saturated on the wrong side), so the run cannot recover
+SATURATED_LOSS = 0.375
+
+
 def train_pair_model(x: torch.Tensor, y: torch.Tensor, *, width: float = 1.0, deep: bool = False,
                      dropout: float = 0.4, init: str = "glorot", config: TrainConfig | None = None,
                      progress: bool = True, device: str | torch.device = "cpu",
                      restarts: int = 0) -> tuple[PairCNN, TrainHistory]:
     """Build the paper's :class:`PairCNN` (seeded init) and train it with :func:`train_binary`.
 
-    With ``restarts > 0``, a run that collapses to a constant answer (:func:`is_collapsed`) is
-    retried from a new seed (``seed + 7919 * k``), at most ``restarts`` times; the history records
-    the seed that was kept and the number of attempts. The last attempt is returned either way.
+    The paper's protocol (MSE on a sigmoid, lr 0.1 with Nesterov momentum 0.9) sometimes
+    collapses early: one large step sends every logit to one side, momentum carries it deep
+    into the sigmoid's saturation, and the MSE gradient there is too small to ever come back
+    (docs/fidelity.md measures how often). With ``restarts > 0`` such a run is detected after each
+    of its first :data:`COLLAPSE_CHECK_EPOCHS` epochs (constant answer, :func:`is_collapsed`, and
+    a mean training loss above :data:`SATURATED_LOSS`) or at the end (constant answer), abandoned
+    at once and retried from a new seed (``seed + 7919 * k``), at most ``restarts`` times. The
+    history records the seed kept, the number of attempts and each abandoned ``(seed, epoch)``.
+    The last attempt is returned either way.
     """
     cfg = config or TrainConfig()
     if restarts < 0:
         raise ValueError(f"restarts must be >= 0, got {restarts}")
+    collapsed: list[tuple[int, int]] = []
     for attempt in range(restarts + 1):
         seed = cfg.seed + 7919 * attempt
         run_cfg = replace(cfg, seed=seed)
         torch.manual_seed(seed)
         model = PairCNN(in_channels=x.shape[1], width=width, deep=deep, dropout=dropout, init=init)
-        hist = train_binary(model, x, y, run_cfg, progress=progress, device=device)
+        last = attempt == restarts
+
+        def check(epoch: int, hist: TrainHistory, m: nn.Module, last: bool = last) -> None:
+            if last or epoch > COLLAPSE_CHECK_EPOCHS or hist.loss[-1] <= SATURATED_LOSS:
+                return
+            with eval_mode(m):
+                bad = is_collapsed(m, x.to(device), y)
+            if bad:
+                raise _Collapsed(epoch)
+
+        try:
+            hist = train_binary(model, x, y, run_cfg, progress=progress, device=device, on_epoch=check)
+        except _Collapsed as stop:
+            collapsed.append((seed, int(stop.args[0])))
+            continue
         hist.seed, hist.attempts = seed, attempt + 1
-        if attempt == restarts or not is_collapsed(model, x.to(device), y):
+        if last or not is_collapsed(model, x.to(device), y):
             break
+        collapsed.append((seed, run_cfg.epochs))
+    hist.collapsed = collapsed
     return model, hist

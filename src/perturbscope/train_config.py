@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["TrainConfig", "NOISE_KINDS", "matched_ball_radius"]
+__all__ = ["TrainConfig", "NOISE_KINDS", "matched_ball_radius", "MIN_WIDTH", "MAX_WIDTH"]
 
 #: additive training noise: none, uniform in the cube [-s, s]^d, or uniform in the L2 ball of radius s
 NOISE_KINDS = (None, "cube", "ball")
+#: the channel multipliers of the paper's network a checkpoint may have (checked when one is loaded)
+MIN_WIDTH, MAX_WIDTH = 1 / 64, 16.0
 
 
 @dataclass(frozen=True)

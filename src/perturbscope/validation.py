@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -10,7 +12,9 @@ import numpy as np
 if TYPE_CHECKING:  # torch is imported where a tensor is checked: the CLI parses options without it
     import torch
 
-__all__ = ["check_images", "check_labels", "check_bounds", "check_int", "check_float", "check_floats"]
+__all__ = ["check_images", "check_labels", "check_bounds", "check_int", "check_float", "check_floats",
+           "check_finite", "check_out_dir", "check_out_file", "OutputPathError", "check_fits",
+           "available_memory", "MemoryFitError"]
 
 
 def check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
@@ -112,11 +116,141 @@ def check_floats(name: str, values: object, *, low: float | None = None, high: f
                              low_open=low_open, high_open=high_open) for i, v in enumerate(items))
 
 
+def _num(v: float) -> str:
+    """``v`` as a reader writes it: ``100000000`` for an integer bound (not ``1e+08``), else ``%g``."""
+    f = float(v)
+    return str(int(f)) if f.is_integer() and abs(f) < 1e16 else f"{f:g}"
+
+
 def _range_text(low, high, low_open: bool, high_open: bool) -> str:
     if low is not None and high is not None:
-        return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        return f"in {'(' if low_open else '['}{_num(low)}, {_num(high)}{')' if high_open else ']'}"
     if low is not None:
-        return f"{'>' if low_open else '>='} {low:g}"
+        return f"{'>' if low_open else '>='} {_num(low)}"
     if high is not None:
-        return f"{'<' if high_open else '<='} {high:g}"
+        return f"{'<' if high_open else '<='} {_num(high)}"
     return ""
+
+
+def check_finite(name: str, t: torch.Tensor, what: str = "values") -> torch.Tensor:
+    """``t`` if every element is finite; else a ValueError naming ``name`` and how many are not."""
+    import torch
+
+    if t.is_floating_point() or t.is_complex():
+        bad = ~torch.isfinite(t)
+        if bool(bad.any()):
+            raise ValueError(f"{name} has {int(bad.sum())} NaN or infinite {what} (of {t.numel()})")
+    return t
+
+
+class MemoryFitError(ValueError):
+    """A setting would need more memory than the device has free (checked before any work)."""
+
+
+def available_memory(device: object) -> int | None:
+    """Bytes free for new tensors on ``device`` (``torch.device`` or a name): CUDA's free memory,
+    Linux's ``MemAvailable`` for the CPU; ``None`` where it cannot be told."""
+    import torch
+
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if dev.type == "cuda":
+        try:
+            return int(torch.cuda.mem_get_info(dev)[0])
+        except (RuntimeError, AssertionError):  # pragma: no cover - no driver
+            return None
+    if dev.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return int(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):  # pragma: no cover
+        return None
+
+
+def check_fits(what: str, nbytes: int, device: object, fix: str) -> None:
+    """Refuse, before any work, a step that needs ``nbytes`` when ``device`` has less free
+    (:class:`MemoryFitError` naming ``what``, both sizes and ``fix``)."""
+    free = available_memory(device)
+    if free is not None and nbytes > free:
+        raise MemoryFitError(f"{what} needs about {nbytes / 2**30:.3g} GiB, but {device} has "
+                             f"{free / 2**30:.3g} GiB free; {fix}")
+
+
+# --------------------------------------------------------------------------------------------
+# output paths: checked before any work, so a mistake costs nothing and leaves nothing behind
+# --------------------------------------------------------------------------------------------
+
+class OutputPathError(ValueError):
+    """An output path that cannot be written: empty, the wrong kind (file vs folder), under a file,
+    on a read-only or full file system, or without write permission. Nothing was written."""
+
+
+def _nearest_existing(path: Path) -> Path:
+    p = path.absolute()
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return p
+
+
+def _what(name: str, path: object) -> str:
+    return f"{name} {path}".strip()
+
+
+def _check_writable_under(name: str, path: Path) -> None:
+    """Refuse ``path`` when the folder it would be created in cannot take a new file."""
+    import errno
+
+    base = _nearest_existing(path if not path.exists() else (path if path.is_dir() else path.parent))
+    what = _what(name, path)
+    if not base.is_dir():
+        raise OutputPathError(f"{what}: {base} is a file, so nothing can be created under it; give "
+                              f"another path")
+    try:
+        st = os.statvfs(base)
+    except (OSError, AttributeError):  # pragma: no cover - statvfs is missing on some platforms
+        st = None
+    if st is not None and st.f_flag & getattr(os, "ST_RDONLY", 1):
+        raise OutputPathError(f"{what}: {base} is on a read-only file system; give a writable path")
+    if not os.access(base, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{what}: no permission to write in {base}; give a writable path")
+    if st is not None and st.f_bavail * st.f_frsize == 0:
+        raise OutputPathError(f"{what}: no space left on the device holding {base} "
+                              f"({os.strerror(errno.ENOSPC)}); free some space or give another path")
+
+
+def check_out_dir(name: str, path: str | os.PathLike) -> Path:
+    """``path`` as the folder a command writes into: not empty, not an existing file, and writable
+    (it is created when missing, but only when the command writes). Raises :class:`OutputPathError`."""
+    text = os.fspath(path)
+    if not str(text).strip():
+        raise OutputPathError(f"{name or 'the output folder'} is empty; give a folder name such as results/")
+    p = Path(text)
+    if p.exists() and not p.is_dir():
+        raise OutputPathError(f"{_what(name, p)} is an existing file, not a folder; give a folder name "
+                              f"(it is created if missing)")
+    _check_writable_under(name, p)
+    return p
+
+
+def check_out_file(name: str, path: str | os.PathLike, suffixes: tuple[str, ...] = ()) -> Path:
+    """``path`` as a file a command writes: not empty, not a folder, with one of ``suffixes`` (any
+    case) when given, in a writable place. Raises :class:`OutputPathError`."""
+    text = os.fspath(path)
+    example = f"out{suffixes[0]}" if suffixes else "out.txt"
+    if not str(text).strip():
+        raise OutputPathError(f"{name or 'the output file'} is empty; give a file name such as {example}")
+    p = Path(text)
+    if p.is_dir() or str(text).endswith(("/", os.sep)):
+        raise OutputPathError(f"{_what(name, text)} is a folder; give a file name such as {p / example}")
+    if suffixes and p.suffix.lower() not in suffixes:
+        got = f"the suffix {p.suffix!r}" if p.suffix else "no suffix"
+        raise OutputPathError(f"{_what(name, p)} has {got}; give a file name ending in "
+                              f"{' or '.join(suffixes)}")
+    _check_writable_under(name, p)
+    return p

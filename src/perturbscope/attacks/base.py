@@ -131,6 +131,7 @@ class Attack:
     Attributes:
         batch_size: inputs per forward pass (results do not depend on it).
         clip: keep ``x + delta`` inside the classifier's bounds (default ``False``).
+        progress: show a progress bar (stderr) of the inputs done, for attacks that report it.
     """
 
     name: ClassVar[str] = ""
@@ -138,6 +139,7 @@ class Attack:
     iterates: ClassVar[bool] = False
     batch_size: int = 256
     clip: bool = False
+    progress: bool = False
 
     def __post_init__(self) -> None:
         check_int("batch_size", self.batch_size, minimum=1)
@@ -150,7 +152,13 @@ class Attack:
 
     def options(self) -> dict[str, Any]:
         """The settings as plain data (for records and configuration dumps)."""
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "progress"}
+
+    def progress_bar(self, total: int):
+        """A context giving ``advance(k)``: a bar of ``total`` inputs (silent unless ``progress``)."""
+        from perturbscope.progress import progress_bar
+
+        return progress_bar(self.name or type(self).__name__, total, self.progress)
 
     def apply(self, clf: Classifier, x: torch.Tensor, delta: torch.Tensor) -> torch.Tensor:
         """The adversarial input ``x + delta`` (clipped to the bounds when ``clip``)."""

@@ -22,7 +22,7 @@ Two searches give the paper's answer, the smallest flipping grid point:
     flips back inside the bisected interval. The model's margin is recorded at the clean input
     and at every coarse point; an island needs the margin to fall below zero and come back
     within one coarse interval, so every interval before the first coarse flip whose end margins
-    are small compared with how fast the margin changes between coarse points (see
+    are small compared with how much the margin bends between coarse points (see
     ``island_factor``) is scanned on the exact grid (``extras["rescanned"]``). An island in an
     interval with large margins at both ends, or an earlier crossing inside the bisected interval,
     is not seen; how often the two searches disagree on trained networks is measured in
@@ -44,7 +44,7 @@ from dataclasses import dataclass
 import torch
 
 from perturbscope.attacks.base import Attack, RunOutput, register_attack
-from perturbscope.models.classifier import Classifier
+from perturbscope.models.classifier import Classifier, input_gradient
 from perturbscope.validation import check_float, check_int
 
 __all__ = ["LineSearch", "loss_gradient_direction", "SATURATED_POLICIES"]
@@ -87,12 +87,12 @@ def loss_gradient_direction(clf: Classifier, x: torch.Tensor, y: torch.Tensor, b
         for start in range(0, x.shape[0], batch_size):
             sl = slice(start, start + batch_size)
             xb = x[sl].clone().requires_grad_(True)
-            (g,) = torch.autograd.grad(_mse_loss(clf, xb, y[sl]), xb)
+            g = input_gradient(_mse_loss(clf, xb, y[sl]), xb)
             unit, good = _unit_rows(g)
             if saturated == "logit" and not good.all():
                 bad = (~good).nonzero()[:, 0]
                 xz = x[sl][bad].clone().requires_grad_(True)
-                (gz,) = torch.autograd.grad(clf.margin(xz, y[sl][bad]).sum(), xz)
+                gz = input_gradient(clf.margin(xz, y[sl][bad]).sum(), xz)
                 unit_z, good_z = _unit_rows(gz, sign=-1.0)  # the margin decreases towards a flip
                 unit[bad], good[bad] = unit_z, good_z
                 fb = torch.zeros_like(good)
@@ -119,8 +119,10 @@ class LineSearch(Attack):
             monotonicity-checked; see the module docstring).
         stride: grid points per coarse step for ``search="coarse"``.
         island_factor: ``search="coarse"`` scans the grid points of a coarse interval before the
-            first coarse flip when ``m_left + m_right < island_factor * max |m_{i+1} - m_i|``
-            (margins at its ends, largest change of the margin between coarse points).
+            first coarse flip when ``min(m_left, m_right) < island_factor * max |D2| / 8``: the
+            margins at its ends against the largest second difference ``D2`` of the image's
+            coarse margins (``h^2 max|m''| / 8`` bounds how far a smooth margin dips below the
+            straight line between two coarse points).
 
     ``result.extras``: ``gradient_fallback`` and ``zero_gradient`` (``(N,)`` bool), and for
     ``search="coarse"`` ``rescanned`` (``(N,)`` bool: searched again on the exact grid).
@@ -184,14 +186,18 @@ class LineSearch(Attack):
         return xs.reshape(-1, *x.shape[1:])
 
     def _grid_scan(self, clf: Classifier, x: torch.Tensor, y: torch.Tensor, direction: torch.Tensor,
-                   rows: torch.Tensor, k_max: torch.Tensor, step: float) -> tuple[torch.Tensor, int]:
+                   rows: torch.Tensor, k_max: torch.Tensor, step: float, advance=None
+                   ) -> tuple[torch.Tensor, int]:
         """Exact early-exit scan of grid points ``1..k_max[i]`` for ``rows``; 0 where none flips."""
         k_found = torch.zeros(rows.numel(), dtype=torch.long, device=x.device)
         active = torch.arange(rows.numel(), device=x.device)
         forwards = 0
         top = int(k_max.max()) if k_max.numel() else 0
+        advance = advance or (lambda k: None)
         for k0 in range(1, top + 1, self.chunk):
-            active = active[k_max[active] >= k0]
+            left = active[k_max[active] >= k0]
+            advance(active.numel() - left.numel())
+            active = left
             if active.numel() == 0:
                 break
             ks = torch.arange(k0, min(k0 + self.chunk, top + 1), device=x.device)
@@ -202,7 +208,9 @@ class LineSearch(Attack):
             forwards += xs.shape[0]
             hit = flips.any(1)
             k_found[active[hit]] = ks[flips.to(torch.int8).argmax(1)[hit]]
+            advance(int(hit.sum()))
             active = active[~hit]
+        advance(active.numel())
         return k_found, forwards
 
     def _coarse_search(self, clf: Classifier, x: torch.Tensor, y: torch.Tensor, direction: torch.Tensor,
@@ -236,10 +244,13 @@ class LineSearch(Attack):
         # intervals before the first coarse flip where the margin comes close to zero compared with
         # how fast it changes: a flip island could hide there, so those grid points are scanned
         left, right = margins[:, :-1], margins[:, 1:]
-        change = (right - left).abs()
-        scale = torch.nan_to_num(change, nan=0.0).amax(1, keepdim=True)
+        # a smooth margin deviates from the straight line between two coarse points by at most
+        # h^2 max|m''| / 8, and the second difference of the coarse margins estimates h^2 |m''|
+        d2 = (margins[:, 2:] - 2 * margins[:, 1:-1] + margins[:, :-2]).abs()
+        bend = torch.nan_to_num(d2, nan=0.0).amax(1, keepdim=True) / 8
         before = torch.arange(1, c + 1, device=dev).view(1, -1) < first.view(-1, 1)
-        risky = before & (left > 0) & (right > 0) & (left + right < self.island_factor * scale)
+        near = torch.minimum(left, right) < self.island_factor * bend
+        risky = before & (left > 0) & (right > 0) & near
         rescanned = risky.any(1)
         found = first <= c
         k_found = torch.zeros(r, dtype=torch.long, device=dev)
@@ -289,10 +300,14 @@ class LineSearch(Attack):
             rows = ok.nonzero()[:, 0]
             k_found = torch.zeros(n, dtype=torch.long, device=x.device)  # 0 = not found
             if self.search == "grid":
-                k, f = self._grid_scan(clf, x, y, direction, rows,
-                                       torch.full_like(rows, self.steps), step)
+                with self.progress_bar(n) as advance:
+                    advance(n - rows.numel())
+                    k, f = self._grid_scan(clf, x, y, direction, rows,
+                                           torch.full_like(rows, self.steps), step, advance)
             else:
-                k, rescanned, f = self._coarse_search(clf, x, y, direction, rows, step)
+                with self.progress_bar(n) as advance:
+                    k, rescanned, f = self._coarse_search(clf, x, y, direction, rows, step)
+                    advance(n)
                 extras["rescanned"] = torch.zeros(n, dtype=torch.bool, device=x.device)
                 extras["rescanned"][rows] = rescanned
             k_found[rows] = k

@@ -36,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from perturbscope.attacks.base import Attack, RunOutput, register_attack
-from perturbscope.models.classifier import Classifier
+from perturbscope.models.classifier import Classifier, input_gradient
 from perturbscope.validation import check_float, check_int
 
 __all__ = ["MinNorm", "margins_and_labels"]
@@ -163,7 +163,7 @@ def _attack_chunk(fn, x, y, steps, gamma, alpha, overshoot, patience, rtol, bs_s
         ca = None if cand is None else cand[active]
         with torch.enable_grad():
             mall, lab = fn(xa + da, ya, ca)
-            grads = [torch.autograd.grad(mall[:, j].sum(), da, retain_graph=j < mall.shape[1] - 1)[0]
+            grads = [input_gradient(mall[:, j].sum(), da, retain_graph=j < mall.shape[1] - 1)
                      for j in range(mall.shape[1])]
         forwards += active.numel()
         gradients += active.numel() * mall.shape[1]

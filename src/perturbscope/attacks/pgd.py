@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from perturbscope.attacks.base import Attack, RunOutput, register_attack
-from perturbscope.models.classifier import Classifier
+from perturbscope.models.classifier import Classifier, input_gradient
 from perturbscope.validation import check_float, check_int
 
 __all__ = ["PGD", "PGDOutput", "pgd_perturbation", "PGD_NORMS", "PGD_LOSSES"]
@@ -102,7 +102,7 @@ def _loss_gradient(clf: Classifier, x: torch.Tensor, y: torch.Tensor, loss: str,
                 obj = nn.functional.binary_cross_entropy_with_logits(s, yb.to(s.dtype), reduction="sum")
             else:
                 obj = nn.functional.cross_entropy(s, yb, reduction="sum")
-            (g,) = torch.autograd.grad(obj, xb)
+            g = input_gradient(obj, xb)
             grad[sl] = g
             margins.append(m.detach())
     return grad, torch.cat(margins)

@@ -26,19 +26,22 @@ from perturbscope.models.classifier import Classifier
 __all__ = ["audit_attack", "attack_from_config", "lower_bound_for_audit"]
 
 
-def attack_from_config(cfg: AuditConfig, given: torch.Tensor | None = None) -> Attack:
+def attack_from_config(cfg: AuditConfig, given: torch.Tensor | None = None, progress: bool = False) -> Attack:
     """The :class:`~perturbscope.attacks.base.Attack` an audit with ``cfg`` runs."""
     ls = LineSearch(s_max=cfg.s_max, steps=cfg.steps, refine_tol=cfg.refine_tol, batch_size=cfg.batch_size,
-                    search=cfg.search, saturated=cfg.saturated)
-    ext = None if given is None else Given(perturbation=given, batch_size=cfg.batch_size)
+                    search=cfg.search, saturated=cfg.saturated, progress=progress, clip=cfg.clip_attack)
+    clip = cfg.clip_attack  # every attack keeps x + delta in the bounds when asked (box-aware variant)
+    ext = None if given is None else Given(perturbation=given, batch_size=cfg.batch_size, clip=clip)
     if cfg.attack == "best":
         b = cfg.batch_size
-        attacks: tuple[Attack, ...] = (ls, DeepFool(batch_size=b), MinNorm(batch_size=b))
-        return BestOf(attacks=attacks + ((ext,) if ext is not None else ()), batch_size=cfg.batch_size)
+        attacks: tuple[Attack, ...] = (ls, DeepFool(batch_size=b, clip=clip),
+                                       MinNorm(batch_size=b, clip=clip))
+        return BestOf(attacks=attacks + ((ext,) if ext is not None else ()), batch_size=cfg.batch_size,
+                      clip=clip)
     if ext is not None:
         return ext
     if cfg.attack == "min-norm":
-        return MinNorm(batch_size=cfg.batch_size)
+        return MinNorm(batch_size=cfg.batch_size, clip=clip)
     return ls
 
 
@@ -47,7 +50,7 @@ def audit_attack(clf: Classifier, x: torch.Tensor, y: torch.Tensor, cfg: AuditCo
                  ) -> tuple[AttackResult, np.ndarray]:
     """Run the audit's attack on ``x`` ``(M, ...)`` / ``y`` ``(M,)``; returns the result and the
     ``(M,)`` object array of winning attack names (``""`` where none flipped)."""
-    att = attack_from_config(cfg, given)
+    att = attack_from_config(cfg, given, progress)
     res = att(clf, x, y)
     if isinstance(att, BestOf):
         won = np.asarray(res.extras["winner"], dtype=object)

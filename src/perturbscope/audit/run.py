@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 from torch import nn
 
+from perturbscope.attacks.line_search import LineSearch
 from perturbscope.audit.choice import audit_attack, lower_bound_for_audit
 from perturbscope.audit.config import AuditConfig
 from perturbscope.audit.schema import alpha_key, column_names
@@ -54,8 +55,21 @@ class AuditResult:
     config: AuditConfig
     meta: dict[str, Any] = field(default_factory=dict)
 
+    def warnings(self) -> list[str]:
+        """Sentences on what makes these numbers doubtful: those of
+        :func:`~perturbscope.audit.quality.quality_warnings` (weak model, attack failures, zero
+        gradients, the probe leaving the box) and a checkpoint used on data it was not trained on
+        (``meta["forced_mismatch"]``, from ``--force``)."""
+        from perturbscope.audit.quality import quality_warnings
+
+        out = [f"The checkpoint was used on data it was not trained on (--force): {m}."
+               for m in self.meta.get("forced_mismatch") or ()]
+        return out + quality_warnings(self.records, by=("split",), config=self.config.to_dict())
+
     def table(self) -> str:
-        return format_table(self.summary, self.config.alphas)
+        """The paper's table (:func:`~perturbscope.audit.table.format_table`) with the
+        :meth:`warnings` below it."""
+        return format_table(self.summary, self.config.alphas, self.warnings())
 
     def save(self, out_dir: str | os.PathLike, parquet: bool = False) -> dict[str, Path]:
         """Write ``records.csv`` (and ``records.parquet``) and ``summary.json`` atomically."""
@@ -63,7 +77,7 @@ class AuditResult:
         out.mkdir(parents=True, exist_ok=True)
         paths = {"records": out / "records.csv", "summary": out / "summary.json"}
         doc = {"summary": _jsonable(self.summary), "config": self.config.to_dict(),
-               "meta": _jsonable(self.meta)}
+               "meta": _jsonable(self.meta), "warnings": self.warnings()}
         text = json.dumps(doc, indent=2, allow_nan=False)  # fails before anything is written
         atomic_write(paths["records"], lambda p: self.records.to_csv(p, index=False))
         if parquet:
@@ -136,6 +150,7 @@ def audit(
     clf = _classifier(model, output, cfg)
     check_images(x, cfg.bounds)
     n = x.shape[0]
+    _check_memory(clf, x, cfg)
     pred = clf.predict(x, cfg.batch_size).cpu()
     y = clf.check_labels(torch.as_tensor(y), n).cpu()
     correct = pred == y
@@ -145,31 +160,43 @@ def audit(
     eps_l2, eps_l1, eps_linf = nan.copy(), nan.copy(), nan.copy()
     adv = np.zeros(n, dtype=bool)
     attack_won, eps_lower = np.full(n, "", dtype=object), nan.copy()
+    fallback, zero_grad = np.zeros(n, dtype=bool), np.zeros(n, dtype=bool)
     forwards = n
     if eps is None:
         if len(idx_c):
-            given = None if perturbations is None else _check_perturbations(perturbations, x)[idx_c]
-            res, won = audit_attack(clf, x[idx_c], y[idx_c], cfg, given=given, progress=progress,
-                                    label=split)
-            forwards += res.forwards
-            ic = idx_c.numpy()
-            attack_won[ic] = won
-            adv[ic] = res.success.cpu().numpy()
-            eps_l2[ic], eps_l1[ic], eps_linf[ic] = (t.cpu().numpy() for t in
-                                                    (res.eps_l2, res.eps_l1, res.eps_linf))
-        source = "given" if perturbations is not None else cfg.attack.replace("-", "_")
+            pert = None if perturbations is None else _check_perturbations(perturbations, x)
+            with progress_bar(f"attack ({split}): correct images", len(idx_c), progress) as advance:
+                for ic in _blocks_of(idx_c, n, cfg.batch_size):  # one block of batch_size positions
+                    given = None if pert is None else pert[ic]
+                    res, won = audit_attack(clf, x[ic], y[ic], cfg, given=given, label=split)
+                    forwards += res.forwards
+                    icn = ic.numpy()
+                    attack_won[icn] = won
+                    adv[icn] = res.success.cpu().numpy()
+                    eps_l2[icn], eps_l1[icn], eps_linf[icn] = (t.cpu().numpy() for t in
+                                                               (res.eps_l2, res.eps_l1, res.eps_linf))
+                    fallback[icn], zero_grad[icn] = _gradient_flags(res, len(icn))
+                    advance(len(icn))
+        source = ("best" if cfg.attack == "best" else "given") if perturbations is not None else \
+            cfg.attack.replace("-", "_")
     else:
         e = torch.as_tensor(eps, dtype=torch.float64).reshape(-1).cpu().numpy()
         if e.shape[0] != n:
             raise ValueError(f"eps must have shape ({n},), got {e.shape}")
+        bad = ~np.isnan(e) & ~(np.isfinite(e) & (e > 0))
+        if bad.any():
+            raise ValueError(f"eps must be a finite size > 0 (pixel L2) or NaN (no adversarial "
+                             f"perturbation known) for every image; {int(bad.sum())} are not, e.g. "
+                             f"eps[{int(np.nonzero(bad)[0][0])}] = {e[bad][0]:g}")
         ok = np.isfinite(e) & (e > 0) & correct.numpy()
         adv[ok] = True
         eps_l2[ok] = e[ok]
         source = "given"
 
     if cfg.lower_bound and len(idx_c):  # certified lower bound on each correct image's distance
-        eps_lower[idx_c.numpy()] = lower_bound_for_audit(clf, x[idx_c], y[idx_c], eps_l2[idx_c.numpy()],
-                                                         cfg, progress)
+        for ic in _blocks_of(idx_c, n, cfg.batch_size):
+            icn = ic.numpy()
+            eps_lower[icn] = lower_bound_for_audit(clf, x[ic], y[ic], eps_l2[icn], cfg, progress)
     alphas = tuple(float(a) for a in cfg.alphas)
     cols: dict[str, np.ndarray] = {}
     ia = np.nonzero(adv)[0]
@@ -181,15 +208,19 @@ def audit(
         total = len(ia) * len(alphas) * cfg.draws
         on_rate = _eta_printer(f"random probe ({split})", total) if progress else None
         with progress_bar(f"random probe ({split})", total, progress) as advance:
-            pr = random_probe(clf, x[torch.from_numpy(ia)], torch.from_numpy(eps_l2[ia]),
-                              alphas=alphas, draws=cfg.draws, seed=cfg.seed,
-                              batch_size=cfg.batch_size, draw_chunk=cfg.draw_chunk, precision=cfg.precision,
-                              memory_format=memory_format, progress=advance, on_rate=on_rate)
-        forwards += pr.forwards
-        counts[ia] = pr.counts.numpy()
-        mins["l2"][ia], mins["l1"][ia], mins["linf"][ia] = (
-            pr.min_l2.numpy(), pr.min_l1.numpy(), pr.min_linf.numpy())
-        kmin[ia] = pr.min_index.numpy()
+            for ib in _blocks_of(torch.from_numpy(ia), n, cfg.batch_size):
+                ibn = ib.numpy()
+                pr = random_probe(clf, x[ib], torch.from_numpy(eps_l2[ibn]),
+                                  alphas=alphas, draws=cfg.draws, seed=cfg.seed,
+                                  batch_size=cfg.batch_size, draw_chunk=cfg.draw_chunk,
+                                  precision=cfg.precision, memory_format=memory_format, progress=advance,
+                                  on_rate=on_rate, clip=cfg.clip_probe)
+                on_rate = None  # the time estimate is printed once
+                forwards += pr.forwards
+                counts[ibn] = pr.counts.numpy()
+                mins["l2"][ibn], mins["l1"][ibn], mins["linf"][ibn] = (
+                    pr.min_l2.numpy(), pr.min_l1.numpy(), pr.min_linf.numpy())
+                kmin[ibn] = pr.min_index.numpy()
     for j, a in enumerate(alphas):
         key = alpha_key(a)
         cols[f"flips_{key}"] = counts[:, j]
@@ -197,27 +228,83 @@ def audit(
         for norm in ("l2", "l1", "linf"):
             cols[f"rand_min_{norm}_{key}"] = mins[norm][:, j]
         cols[f"rand_min_index_{key}"] = kmin[:, j]
+    outside = probe_outside(x, np.where(adv, eps_l2, np.nan), alphas, cfg.seed, cfg.bounds)
+    for j, a in enumerate(alphas):
+        cols[f"probe_outside_{alpha_key(a)}"] = outside[:, j]
 
     records = pd.DataFrame({
         "split": split, "index": np.arange(n), "label": y.numpy(), "pred": pred.numpy(),
         "correct": correct.numpy(), "adv_success": adv, "eps_l2": eps_l2, "eps_l1": eps_l1,
         "eps_linf": eps_linf, "eps_source": source, "attack_won": attack_won, "eps_lower": eps_lower,
-        **cols,
+        "gradient_fallback": fallback, "zero_gradient": zero_grad, **cols,
     })[column_names(alphas)]
     summary = {split: summarize_records(records, alphas)}
+    summary[split]["probe_mode"], summary[split]["attack_mode"] = cfg.probe_mode, cfg.attack_mode
     if cfg.rare_event:  # flip probability per image and alpha, beside the probe's indicator
         from perturbscope.audit.rare_event_columns import rare_event_columns, summarize_rare_event
 
-        rare = rare_event_columns(clf, x, pred, np.where(adv, eps_l2, np.nan), alphas,
-                                  budget=cfg.rare_event_budget, seed=cfg.seed,
-                                  method=cfg.rare_event_method,
-                                  probe_draws=cfg.draws, batch_size=cfg.batch_size,
-                                  progress=progress)
+        e_adv = np.where(adv, eps_l2, np.nan)
+        rare = pd.concat([rare_event_columns(clf, x[s0:s0 + cfg.batch_size], pred[s0:s0 + cfg.batch_size],
+                                             e_adv[s0:s0 + cfg.batch_size], alphas,
+                                             budget=cfg.rare_event_budget, seed=cfg.seed,
+                                             method=cfg.rare_event_method, probe_draws=cfg.draws,
+                                             batch_size=cfg.batch_size, progress=progress)
+                          for s0 in range(0, n, cfg.batch_size)], ignore_index=True)
         records = pd.concat([records, rare], axis=1)[column_names(alphas, rare_event=True)]
         forwards += int(rare["rare_forwards"].sum())
         summary[split]["rare_event"] = summarize_rare_event(records, alphas)
     meta = {"output": clf.output, "forwards": forwards, "input_shape": list(x.shape[1:])}
     return AuditResult(records, summary, cfg, meta)
+
+
+#: random draws behind the ``probe_outside_a*`` columns (the probe's first draws)
+OUTSIDE_DRAWS = 16
+
+
+def probe_outside(x: torch.Tensor, eps: np.ndarray, alphas: tuple[float, ...], seed: int,
+                  bounds: tuple[float, float], draws: int = OUTSIDE_DRAWS) -> np.ndarray:
+    """``(N, A)``: per image and alpha, the mean over the probe's first ``draws`` random draws of
+    ``||x + d - clip(x + d)|| / ||d||`` with ``d = alpha eps zeta_k`` (the share of the
+    perturbation's L2 norm that lies outside ``bounds``: how far the paper's unclipped probe
+    leaves the box, and what ``clip_probe`` removes). NaN where ``eps`` is NaN. No forward pass.
+    """
+    from perturbscope.sampling import uniform_ball
+
+    n = x.shape[0]
+    out = np.full((n, len(alphas)), np.nan)
+    rows = np.nonzero(np.isfinite(eps))[0]
+    if rows.size == 0:
+        return out
+    shape = tuple(x.shape[1:])
+    zeta = uniform_ball(draws, shape, seed=seed, dtype=torch.float64, device=x.device).reshape(draws, -1)
+    z_norm = zeta.norm(dim=1)
+    lo, hi = (float(b) for b in bounds)
+    per = max(1, int(2**22 // max(draws * len(alphas) * zeta.shape[1], 1)))  # ~32 MB of float64
+    a_t = torch.tensor(alphas, dtype=torch.float64, device=x.device)
+    for s0 in range(0, rows.size, per):
+        r = torch.from_numpy(rows[s0:s0 + per])
+        xi = x[r.to(x.device)].reshape(len(r), 1, 1, -1).double()
+        e = torch.from_numpy(eps[rows[s0:s0 + per]]).to(x.device)
+        scale = e.view(-1, 1, 1, 1) * a_t.view(1, -1, 1, 1)
+        p = xi + scale * zeta.view(1, 1, draws, -1)
+        excess = (p - p.clamp(lo, hi)).norm(dim=3) / (scale[..., 0] * z_norm.view(1, 1, -1))
+        out[rows[s0:s0 + per]] = excess.mean(2).cpu().numpy()
+    return out
+
+
+def _blocks_of(rows: torch.Tensor, n: int, block: int) -> list[torch.Tensor]:
+    """``rows`` (sorted positions in ``0..n-1``) split by the blocks ``[k*block, (k+1)*block)``.
+
+    Every model evaluation of the audit runs block by block, so an image's numbers depend on
+    its own block only (floating-point results of a batched forward pass can depend, in the last
+    bits, on the other inputs of the batch): an audit of a stream in groups of a multiple of
+    ``block`` images gives exactly the records of one audit of all of them.
+    """
+    if rows.numel() == 0:
+        return []
+    k = torch.div(rows, block, rounding_mode="floor")
+    cuts = (torch.nonzero(k[1:] != k[:-1])[:, 0] + 1).tolist()
+    return list(torch.tensor_split(rows, cuts)) if cuts else [rows]
 
 
 def _eta_printer(stage: str, total: int):
@@ -240,7 +327,43 @@ def _check_perturbations(perturbations: torch.Tensor, x: torch.Tensor) -> torch.
     if tuple(perturbations.shape) != tuple(x.shape):
         raise ValueError(f"perturbations must have the shape of x {tuple(x.shape)}, "
                          f"got {tuple(perturbations.shape)}")
+    flat = perturbations.reshape(perturbations.shape[0], -1)
+    nan_rows = torch.isnan(flat)
+    partly = nan_rows.any(1) & ~nan_rows.all(1)
+    infinite = torch.isinf(flat).any(1)
+    if bool((partly | infinite).any()):
+        rows = (partly | infinite).nonzero()[:, 0]
+        raise ValueError(f"perturbations has {rows.numel()} rows with infinite values or NaN in only some "
+                         f"entries (first: row {int(rows[0])}); a row is either finite or all NaN (no "
+                         f"perturbation found for that image)")
     return perturbations
+
+
+def _check_memory(clf: Classifier, x: torch.Tensor, cfg: AuditConfig) -> None:
+    """Refuse a batch size whose perturbed inputs alone cannot fit in the device's free memory."""
+    from perturbscope.validation import check_fits
+
+    n, row = x.shape[0], x[0].numel() * x.element_size()
+    probe = min(cfg.batch_size, n * len(cfg.alphas) * cfg.draws) * 2  # the batch and its draws
+    search = min(cfg.batch_size, n) * min(LineSearch.chunk, cfg.steps) if cfg.attack != "min-norm" else 0
+    check_fits(f"one forward batch of the audit (batch_size={cfg.batch_size}, inputs of "
+               f"{'x'.join(map(str, x.shape[1:]))})", max(probe, search) * row, clf.device,
+               "lower batch_size (--forward-batch)")
+
+
+def _gradient_flags(res: Any, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """``(gradient_fallback, zero_gradient)`` ``(n,)`` bool of the line search inside ``res`` (its
+    own result, or the ``line-search`` member of a best-of); all False for other attacks."""
+    extras = res.extras
+    if "gradient_fallback" not in extras and "per_attack" in extras:
+        member = extras["per_attack"].get("line-search")
+        extras = member.extras if member is not None else {}
+    out = []
+    for key in ("gradient_fallback", "zero_gradient"):
+        v = extras.get(key)
+        out.append(np.zeros(n, dtype=bool) if v is None else
+                   np.asarray(v.cpu() if isinstance(v, torch.Tensor) else v, dtype=bool).reshape(n))
+    return out[0], out[1]
 
 
 def audit_splits(model: nn.Module | Classifier, splits: dict[str, tuple[torch.Tensor, torch.Tensor]], *,

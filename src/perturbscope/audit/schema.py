@@ -56,6 +56,12 @@ CORE_COLUMNS: tuple[Column, ...] = (
     Column("eps_source", "str", "", "what eps_adv comes from: line_search, min_norm, best, given"),
     Column("attack_won", "str", "", "the attack whose perturbation is eps_adv; empty if none flipped"),
     Column("eps_lower", "float64", "pixel L2", "certified lower bound on the distance (NaN unless asked)"),
+    Column("gradient_fallback", "bool", "",
+           "the paper's MSE gradient was exactly zero (a saturated sigmoid or softmax) and the line search "
+           "took its direction from the logit margin instead (saturated='logit')"),
+    Column("zero_gradient", "bool", "",
+           "no usable gradient direction (the MSE gradient was zero, and with saturated='logit' the "
+           "margin's too): the line search did not search, the image counts as not susceptible"),
 )
 
 ALPHA_COLUMNS: tuple[Column, ...] = (
@@ -65,6 +71,9 @@ ALPHA_COLUMNS: tuple[Column, ...] = (
     Column("rand_min_l1_{a}", "float64", "pixel L1", "L1 norm of that draw"),
     Column("rand_min_linf_{a}", "float64", "pixel Linf", "Linf norm of that draw"),
     Column("rand_min_index_{a}", "int64", "", "index of that draw in the shared set (-1 if none)"),
+    Column("probe_outside_{a}", "float64", "fraction",
+           "share of a random draw's L2 norm that lies outside the bounds, ||x + d - clip(x + d)|| / ||d||, "
+           "mean over the first 16 draws (what clip_probe removes; NaN for images without eps_adv)"),
 )
 
 RARE_EVENT_COLUMNS: tuple[Column, ...] = tuple(Column(n, t, u, m, "rare_event") for n, t, u, m in (

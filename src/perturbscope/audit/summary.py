@@ -25,11 +25,13 @@ import pandas as pd
 
 from perturbscope.audit.schema import alpha_key, check_records
 
-__all__ = ["summarize_records", "summarize_groups", "proportion", "alpha_key", "NORMS", "LEVEL"]
+__all__ = ["summarize_records", "summarize_groups", "proportion", "mean_ci", "alpha_key", "NORMS", "LEVEL"]
 
 NORMS = ("l1", "l2", "linf")
 #: the record columns eqs 6-8 need
 REQUIRED = ("correct", "adv_success", "flips_{a}")
+#: per-image line-search flags counted over the correct images (:mod:`perturbscope.audit.schema`)
+GRADIENT_FLAGS = ("gradient_fallback", "zero_gradient")
 #: confidence level of every interval in summaries
 LEVEL = 0.95
 
@@ -54,6 +56,17 @@ def _norm_stats(values: np.ndarray) -> tuple[float, float]:
     return mean, sd
 
 
+def mean_ci(mean: float, sd: float, n: int, level: float = LEVEL) -> tuple[float, float]:
+    """Student-t ``level`` interval of a mean from its sample ``sd`` over ``n`` values
+    (NaN for ``n < 2``)."""
+    if n < 2 or not (math.isfinite(mean) and math.isfinite(sd)):
+        return math.nan, math.nan
+    from scipy import stats
+
+    half = float(stats.t.ppf(0.5 + level / 2, n - 1)) * sd / math.sqrt(n)
+    return mean - half, mean + half
+
+
 def summarize_records(records: pd.DataFrame, alphas: Sequence[float] | None = None) -> dict:
     """Summary dict of eqs 6-8 from records (one row per image).
 
@@ -63,7 +76,12 @@ def summarize_records(records: pd.DataFrame, alphas: Sequence[float] | None = No
     * counts ``n_images``, ``n_correct``, ``n_adversarial``, ``n_random`` (dict by alpha);
     * percentages ``accuracy``, ``adversarial_susceptibility``, ``random_susceptibility`` (dict
       by alpha), and ``intervals``: the same three as :func:`proportion` dicts (k, n, pct, lo, hi);
-    * ``eps_{l1,l2,linf}_{mean,sd}`` over the attacked images, where those columns exist.
+    * ``eps_{l1,l2,linf}_{mean,sd}`` over the attacked images, where those columns exist, with
+      ``eps_{norm}_n`` (finite values) and the 95% Student-t interval of the mean,
+      ``eps_{norm}_mean_lo`` / ``_hi`` (:func:`mean_ci`);
+    * ``n_attack_failed`` (correct images the attack did not flip) and, where the records have those
+      columns, ``n_gradient_fallback`` / ``n_zero_gradient``: correct images whose MSE gradient was
+      zero and whose direction came from the logit margin / that had no usable direction at all.
     """
     alphas = check_records(records, alphas, required=REQUIRED)
     correct = records["correct"].astype(bool).to_numpy()
@@ -83,12 +101,20 @@ def summarize_records(records: pd.DataFrame, alphas: Sequence[float] | None = No
         "random_susceptibility": {a: r["pct"] for a, r in rand.items()},
         "intervals": {"level": LEVEL, "accuracy": acc, "adversarial_susceptibility": sus,
                       "random_susceptibility": rand},
+        "n_attack_failed": n_c - n_a,
     }
+    for col in GRADIENT_FLAGS:
+        if col in records.columns:
+            flag = records[col].fillna(False).astype(bool).to_numpy()
+            out[f"n_{col}"] = int((flag & correct).sum())
     for norm in NORMS:
         col = f"eps_{norm}"
         if col in records.columns:
-            out[f"{col}_mean"], out[f"{col}_sd"] = _norm_stats(
-                records[col].to_numpy(dtype=np.float64, na_value=np.nan)[adv])
+            v = records[col].to_numpy(dtype=np.float64, na_value=np.nan)[adv]
+            out[f"{col}_mean"], out[f"{col}_sd"] = _norm_stats(v)
+            out[f"{col}_n"] = int(np.isfinite(v).sum())
+            out[f"{col}_mean_lo"], out[f"{col}_mean_hi"] = mean_ci(
+                out[f"{col}_mean"], out[f"{col}_sd"], out[f"{col}_n"])
     return out
 
 
@@ -96,8 +122,10 @@ def summarize_groups(records: pd.DataFrame, by: Sequence[str] = ("pair", "split"
     """One row per group of ``records`` (first-seen order) with :func:`summarize_records`' numbers.
 
     Columns: the ``by`` keys, ``n_images, n_correct, n_adversarial``, ``accuracy`` and
-    ``adversarial_susceptibility`` (%), their ``*_lo`` / ``*_hi`` interval ends (%),
-    ``eps_{l1,l2,linf}_{mean,sd}`` and per alpha ``random_a{alpha}`` (%), ``n_random_a{alpha}``,
+    ``adversarial_susceptibility`` (%), their counts ``*_k`` / ``*_n`` (the percentage is
+    ``100 k / n``) and ``*_lo`` / ``*_hi`` interval ends (%), ``eps_{l1,l2,linf}_{mean,sd}`` with
+    ``eps_{norm}_n`` and the 95% interval of the mean ``eps_{norm}_mean_lo`` / ``_hi``, and per
+    alpha ``random_a{alpha}`` (%), ``n_random_a{alpha}``, ``random_a{alpha}_k`` / ``_n``,
     ``random_a{alpha}_lo`` / ``_hi``.
     """
     by = list(by)
@@ -114,12 +142,14 @@ def summarize_groups(records: pd.DataFrame, by: Sequence[str] = ("pair", "split"
         row.update(n_images=s["n_images"], n_correct=s["n_correct"], n_adversarial=s["n_adversarial"])
         for m in ("accuracy", "adversarial_susceptibility"):
             row[m], row[f"{m}_lo"], row[f"{m}_hi"] = iv[m]["pct"], iv[m]["lo"], iv[m]["hi"]
+            row[f"{m}_k"], row[f"{m}_n"] = iv[m]["k"], iv[m]["n"]
         for norm in NORMS:
-            for stat in ("mean", "sd"):
-                row[f"eps_{norm}_{stat}"] = s.get(f"eps_{norm}_{stat}", math.nan)
+            for stat in ("mean", "sd", "n", "mean_lo", "mean_hi"):
+                row[f"eps_{norm}_{stat}"] = s.get(f"eps_{norm}_{stat}", 0 if stat == "n" else math.nan)
         for a in alphas:
             r, k = iv["random_susceptibility"][a], alpha_key(a)
             row[f"random_{k}"], row[f"n_random_{k}"] = r["pct"], r["k"]
+            row[f"random_{k}_k"], row[f"random_{k}_n"] = r["k"], r["n"]
             row[f"random_{k}_lo"], row[f"random_{k}_hi"] = r["lo"], r["hi"]
         rows.append(row)
     return pd.DataFrame(rows)

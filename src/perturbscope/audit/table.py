@@ -15,10 +15,13 @@ def format_cell(p: dict | None, digits: int = 2) -> str:
     return f"{p['pct']:.{digits}f} ({p['k']}/{p['n']}) [{p['lo']:.{digits - 1}f}, {p['hi']:.{digits - 1}f}]"
 
 
-def format_table(summary: dict[str, dict], alphas: Sequence[float]) -> str:
+def format_table(summary: dict[str, dict], alphas: Sequence[float], notes: Sequence[str] = ()) -> str:
     """One column per split; rows images, accuracy, adversarial, random(alpha) (paper eqs 6-8).
 
-    Each cell: percentage, count ``k/n`` and its 95% Clopper-Pearson interval.
+    Each cell: percentage, count ``k/n`` and its 95% Clopper-Pearson interval. Below the table:
+    how the attack and the probe treat the bounds (the summaries' ``attack_mode`` /
+    ``probe_mode``: "unclipped (paper)" or "clipped to [0, 1]") and each of ``notes`` as a
+    ``WARNING:`` line (e.g. :func:`perturbscope.audit.quality.quality_warnings`).
     """
     names = list(summary)
     cells = {n: summary[n].get("intervals") for n in names}
@@ -34,4 +37,8 @@ def format_table(summary: dict[str, dict], alphas: Sequence[float]) -> str:
     labels = ["accuracy", "adversarial susceptibility"] + [f"random susceptibility a={a:g}" for a in alphas]
     for i, label in enumerate(labels):
         rows.append(f"{label:<{label_w}}" + "".join(f"{cols[n][i]:>{width}}" for n in names))
+    modes = {(summary[n].get("attack_mode"), summary[n].get("probe_mode")) for n in names} - {(None, None)}
+    for attack_mode, probe_mode in sorted(modes, key=str):
+        rows.append(f"attack: {attack_mode}; random probe: {probe_mode}")
+    rows.extend(f"WARNING: {note}" for note in notes)
     return "\n".join(rows)

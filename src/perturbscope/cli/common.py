@@ -34,7 +34,27 @@ def load_model(args: argparse.Namespace) -> tuple[Any, dict, tuple[int, int]]:
     classes = tuple(args.classes) if args.classes else tuple(meta.get("classes") or ())
     if len(classes) != 2:
         raise UsageError("--classes I J is required: the checkpoint does not record its task")
+    mismatch = check_task(args, meta, classes=tuple(args.classes) if args.classes else None)
+    if mismatch:
+        meta = {**meta, "forced_mismatch": mismatch}
     return model, meta, classes
+
+
+def check_task(args: argparse.Namespace, meta: dict, *, classes: Any = None,
+               input_shape: Any = None) -> list[str]:
+    """The checkpoint's recorded task (``meta``) against ``--data``, the classes and the input shape
+    (:func:`~perturbscope.models.checkpoint.check_checkpoint_task`): a mismatch is refused unless
+    ``--force``; forced, each mismatch is printed as a WARNING line and returned (to be recorded)."""
+    import sys
+
+    from perturbscope.models.checkpoint import check_checkpoint_task
+
+    found = check_checkpoint_task(meta, data=getattr(args, "data", None), classes=classes,
+                                  input_shape=input_shape, force=bool(getattr(args, "force", False)),
+                                  name=f"checkpoint {args.checkpoint}")
+    for line in found:
+        print(f"WARNING (--force): {line}", file=sys.stderr)
+    return found
 
 
 def set_threads(n: int | None) -> None:

@@ -26,15 +26,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from perturbscope.audit.config import RARE_EVENT_METHODS, AuditConfig
+from perturbscope.audit.config import (
+    MAX_ALPHA,
+    MAX_BATCH,
+    MAX_DRAWS,
+    MAX_S_MAX,
+    MAX_STEPS,
+    RARE_EVENT_METHODS,
+    SATURATED_RULES,
+    AuditConfig,
+)
 from perturbscope.experiments.reproduce_config import ReproduceConfig
 from perturbscope.experiments.universal import P_OF_NORM
-from perturbscope.train_config import NOISE_KINDS, TrainConfig
-from perturbscope.validation import check_float, check_int
+from perturbscope.train_config import MAX_WIDTH, MIN_WIDTH, NOISE_KINDS, TrainConfig
+from perturbscope.validation import check_float, check_int, check_out_dir, check_out_file
 
 __all__ = [
     "Option", "HelpFormatter", "RawDescriptionHelpFormatter", "int_type", "float_type", "device_type",
-    "DEVICE_PATTERN", "DATA_SOURCES",
+    "DEVICE_PATTERN", "DATA_SOURCES", "SOURCE_CHOICES", "LABEL_CHOICES", "OUTPUT_CHOICES",
+    "json_object_type", "channel_values_type", "size_or_none_type",
     "COUNT", "NONNEG_INT", "POSITIVE", "NONNEG", "FRACTION", "OPEN_FRACTION", "FINITE",
     "add_data_args", "add_progress_arg", "add_runtime_args", "format_default",
 ]
@@ -47,6 +57,13 @@ SCALED = ReproduceConfig.scaled_down()
 
 #: data sources of the pair tasks (the same names as ``perturbscope.data.tasks.SOURCES``)
 DATA_SOURCES: tuple[str, ...] = ("fashion-mnist-subset", "fashion-mnist", "digits")
+#: every registered data source (the same names as ``perturbscope.data.sources.SOURCE_NAMES``)
+SOURCE_CHOICES: tuple[str, ...] = ("fashion-mnist-subset", "fashion-mnist", "digits", "cifar10", "gtsrb",
+                                   "gtsrb-all", "imagenet", "folder", "npz", "arrays")
+#: how the audit labels the images of ``--classes`` (``perturbscope.data.sources.LABEL_MODES`` + auto)
+LABEL_CHOICES: tuple[str, ...] = ("auto", "task", "source")
+#: model output kinds (``perturbscope.models.classifier.OUTPUT_KINDS``)
+OUTPUT_CHOICES: tuple[str, ...] = ("logits", "sigmoid", "logit")
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,6 +134,34 @@ def device_type(text: str) -> str:
     if not DEVICE_PATTERN.fullmatch(name):
         raise argparse.ArgumentTypeError(f"expected cpu, cuda, cuda:N or mps, got {text!r}")
     return name
+
+
+def out_dir_type(text: str) -> str:
+    """An argparse ``type``: a folder to write into (not empty, not an existing file, in a writable
+    place with free space). It is created only when the command writes."""
+    try:
+        check_out_dir("", text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(_message(exc)) from None
+    return text
+
+
+def out_file_type(*suffixes: str) -> Callable[[str], str]:
+    """An argparse ``type``: a file to write (not a folder; one of ``suffixes``, any case, if given)."""
+
+    def parse(text: str) -> str:
+        try:
+            check_out_file("", text, tuple(s.lower() for s in suffixes))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(_message(exc)) from None
+        return text
+
+    parse.__name__ = "file"
+    return parse
+
+
+#: most torch threads ``--threads`` accepts (far more crash torch's thread pool)
+MAX_THREADS = 1024
 
 
 def format_default(value: Any, none: str = "none") -> str:
@@ -198,6 +243,68 @@ SPLIT = _opt("--split", choices=("train", "test"), default="test",
              help="images to use (default: %(default)s)")
 
 
+def json_object_type(text: str) -> dict[str, Any]:
+    """An argparse ``type``: a JSON object (``'{"width": 0.5}'``), keyword arguments of a model factory."""
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON ({exc.msg} at column {exc.colno}): "
+                                         f"{text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object such as '{{\"width\": 0.5}}', got {text!r}")
+    return value
+
+
+def channel_values_type(text: str) -> tuple[float, ...]:
+    """An argparse ``type``: comma-separated finite numbers, one per channel (``0.485,0.456,0.406``)."""
+    parts = [t for t in text.replace(" ", "").split(",") if t]
+    if not parts:
+        raise argparse.ArgumentTypeError(f"expected numbers separated by commas, got {text!r}")
+    return tuple(FINITE(t) for t in parts)
+
+
+def size_or_none_type(text: str) -> int | None:
+    """An argparse ``type``: an int >= 1, or ``none``."""
+    return None if text.strip().lower() == "none" else COUNT(text)
+
+
+CLASS_LIST = _opt("--classes", nargs="+", default=None, metavar="C",
+                  help="the task: two classes 'I J' = the paper's binary task 'I vs J'; 'all' (or none "
+                       "given) = every class, a multi-class task; three or more classes = a multi-class "
+                       "task of those. Labels, or class names. How the images are labelled: --labels")
+LABELS = _opt("--labels", choices=LABEL_CHOICES, default="auto",
+              help="labels of the audited images: 'task' = position in --classes (a pair: 0 for I, 1 "
+                   "for J; a model trained on that task), 'source' = the data set's own class indices "
+                   "(a model trained on every class, e.g. a pretrained CIFAR-10 or ImageNet model, "
+                   "audited on the images of some classes; any change of its top-1 label is a flip); "
+                   "auto = 'source' when the model outputs as many logits as the data set has classes, "
+                   "else 'task' (default: %(default)s)")
+SPLITS = _opt("--splits", nargs="+", default=None, metavar="SPLIT", none="the source's",
+              help="splits to audit: train test for the data sets with both, val for ImageNet, the whole "
+                   "folder / file for folder and npz (or a sub-folder / key suffix name) "
+                   "(default: %(default)s)")
+NO_VERIFY = _opt("--no-verify", action="store_true",
+                 help="skip the official checksums of the data files (for a modified copy)")
+IMAGE_SIZE = _opt("--image-size", type=COUNT, default=None, metavar="S", none="the source's",
+                  help="side of the images in pixels: GTSRB and folder resize to S x S, ImageNet crops S "
+                       "x S (default: %(default)s; GTSRB 32, ImageNet 224, folder the files' own)")
+RESIZE = _opt("--resize", type=size_or_none_type, default=256, metavar="S|none",
+              help="ImageNet: shorter side resized to S before the centre crop; none: straight to "
+                   "--image-size (default: %(default)s)")
+VALUE_RANGE = _opt("--value-range", nargs=2, type=FINITE, default=None, metavar=("LO", "HI"),
+                   help="npz: the value range of float images, e.g. 0 1 or 0 255 (uint8 is 0..255)")
+LAYOUT = _opt("--layout", choices=("NCHW", "NHWC"), default=None,
+              help="npz: the array layout when its shape does not tell")
+X_KEY = _opt("--x-key", default=None, metavar="KEY", help="npz: the key of the images")
+Y_KEY = _opt("--y-key", default=None, metavar="KEY", help="npz: the key of the labels")
+GRAYSCALE = _opt("--grayscale", action="store_true", help="folder: decode images as grey")
+CHANNELS = _opt("--channels", type=COUNT, default=3, metavar="C",
+                help="channels the model takes; grey images are repeated (the paper's RGB copies; "
+                     "default: %(default)s)")
+
+
 def add_data_args(p: argparse.ArgumentParser, classes_required: bool = True, *,
                   limit: int | None = None, title: str = "data") -> argparse._ArgumentGroup:
     """The data group: ``--data --data-path --classes --limit --data-seed``."""
@@ -216,16 +323,35 @@ def add_data_args(p: argparse.ArgumentParser, classes_required: bool = True, *,
 
 CHECKPOINT = _opt("--checkpoint", metavar="FILE.pt", default=None,
                   help="checkpoint written by 'perturbscope train'")
+MODEL = _opt("--model", metavar="SPEC", default=None,
+             help="your model: 'package.module:callable', 'path/to/file.py:callable' (a factory or "
+                  "class returning an nn.Module; importing runs that code) or a built-in name: "
+                  "paper-cifar10, paper-gtsrb, paper-fashion-mnist, pair-cnn, mlp")
+MODEL_KWARGS = _opt("--model-kwargs", type=json_object_type, default=None, metavar="JSON",
+                    help="keyword arguments of the factory, a JSON object, e.g. '{\"width\": 0.5}'")
+WEIGHTS = _opt("--weights", metavar="FILE", default=None,
+               help="weights to load: a state dict (torch.save(model.state_dict(), f)), a training "
+                    "checkpoint holding one, or .safetensors; read with weights_only=True (a file "
+                    "with pickled code is refused, nothing runs)")
+NORMALIZE = _opt("--normalize", nargs=2, type=channel_values_type, default=None, metavar=("MEAN", "STD"),
+                 help="per-channel normalisation applied inside the classifier, e.g. 0.485,0.456,0.406 "
+                      "0.229,0.224,0.225 (images stay in [0, 1]: every norm is in pixel units)")
+OUTPUT_KIND = _opt("--output", choices=OUTPUT_CHOICES, default=None, none="the model's output_kind",
+                   help="what the model returns: logits (N, K), sigmoid (a binary probability) or logit "
+                        "(a binary pre-sigmoid score) (default: %(default)s)")
 DEVICE = _opt("--device", type=device_type, default="cpu", metavar="DEV",
               help="where the model runs: cpu, cuda, cuda:N or mps; the model and its inputs are moved "
                    "there (default: %(default)s)")
-THREADS = _opt("--threads", type=COUNT, default=None, metavar="N",
+THREADS = _opt("--threads", type=int_type(1, MAX_THREADS), default=None, metavar="N",
                help="CPU threads of torch (and of numpy/scipy where the command uses them) "
                     "(default: %(default)s)", none="torch's choice")
-FORWARD_BATCH = _opt("--forward-batch", type=COUNT, default=AUDIT.batch_size, metavar="B",
+FORWARD_BATCH = _opt("--forward-batch", type=int_type(1, MAX_BATCH), default=AUDIT.batch_size, metavar="B",
                      help="inputs per forward pass (default: %(default)s)")
 NO_PROGRESS = _opt("--no-progress", action="store_true", help="hide progress bars")
-OUT = _opt("--out", metavar="DIR", default=None, help="output folder")
+OUT = _opt("--out", type=out_dir_type, metavar="DIR", default=None, help="output folder")
+FORCE = _opt("--force", action="store_true",
+             help="use the checkpoint even if the data set, input shape or classes differ from those it was "
+                  "trained on (its meta); the mismatch is printed and recorded in summary.json")
 
 
 def add_progress_arg(p: argparse.ArgumentParser) -> None:
@@ -247,23 +373,37 @@ def add_runtime_args(p: argparse.ArgumentParser, *, forward_batch: bool = False)
 SEED = _opt("--seed", type=NONNEG_INT, default=0, metavar="S", help="random seed (default: %(default)s)")
 PROBE_SEED = _opt("--probe-seed", type=NONNEG_INT, default=AUDIT.seed, metavar="S",
                   help="seed of the random vectors (the same draws for every image; default: %(default)s)")
+CLIP_PROBE = _opt("--clip-probe", action="store_true",
+                  help="clip each random perturbation's input x + delta to [0, 1] (box-aware variant, "
+                       "labelled 'clipped to [0, 1]'; the paper's probe, the default, is unclipped)")
+CLIP_ATTACK = _opt("--clip-attack", action="store_true",
+                   help="keep the attack's x + delta in [0, 1] (the clipped line search, as foolbox and ART "
+                        "distances always are; eps_adv is the clipped norm; the paper's, the default, is "
+                        "unclipped)")
 
 
 # --------------------------------------------------------------------------------------------
 # the audit's line search and random probe (paper Section 7.1)
 # --------------------------------------------------------------------------------------------
 
-ALPHAS = _opt("--alphas", nargs="+", type=POSITIVE, default=AUDIT.alphas, metavar="A",
+ALPHAS = _opt("--alphas", nargs="+", type=float_type(0.0, MAX_ALPHA, low_open=True), default=AUDIT.alphas,
+              metavar="A",
               help="random perturbation sizes as multiples of each image's eps_adv (L2, pixel units; "
                    "default: %(default)s)")
-DRAWS = _opt("--draws", type=COUNT, default=AUDIT.draws, metavar="N",
+DRAWS = _opt("--draws", type=int_type(1, MAX_DRAWS), default=AUDIT.draws, metavar="N",
              help="random vectors uniform in the unit L2 ball, shared by all images "
                   f"(paper: {AUDIT.draws}; default: %(default)s)")
-S_MAX = _opt("--s-max", type=POSITIVE, default=AUDIT.s_max, metavar="L2",
+S_MAX = _opt("--s-max", type=float_type(0.0, MAX_S_MAX, low_open=True), default=AUDIT.s_max, metavar="L2",
              help="largest L2 scale of the line search, pixel units (default: %(default)s)")
-STEPS = _opt("--steps", type=COUNT, default=AUDIT.steps, metavar="K",
+STEPS = _opt("--steps", type=int_type(1, MAX_STEPS), default=AUDIT.steps, metavar="K",
              help=f"equally spaced scales in (0, s-max] tried by the line search (paper: {AUDIT.steps}; "
                   "default: %(default)s)")
+SATURATED = _opt("--saturated", choices=SATURATED_RULES, default=AUDIT.saturated,
+                 help="where the paper's MSE gradient underflows to zero (a saturated sigmoid): logit = take "
+                      "the direction from the logit margin (the same direction wherever the MSE gradient is "
+                      "not zero); fail = the paper's literal rule, such an image is not susceptible. Records "
+                      "(gradient_fallback, zero_gradient) and the summary say how many "
+                      "(default: %(default)s)")
 REFINE_TOL = _opt("--refine-tol", type=POSITIVE, default=AUDIT.refine_tol, metavar="L2",
                   help="bisect each flipping bracket down to this L2 width, pixel units "
                        "(default: %(default)s, as in the paper)", none="off")
@@ -276,7 +416,7 @@ REFINE_TOL = _opt("--refine-tol", type=POSITIVE, default=AUDIT.refine_tol, metav
 #: the train / demo commands' own scaled-down default (TrainConfig's is the paper's 100)
 TRAIN_CMD_EPOCHS = 10
 
-WIDTH = _opt("--width", type=POSITIVE, default=SCALED.width, metavar="W",
+WIDTH = _opt("--width", type=float_type(MIN_WIDTH, MAX_WIDTH), default=SCALED.width, metavar="W",
              help=f"channel multiplier of the paper's network; {PAPER.width:g} = the paper's "
                   "(default: %(default)s)")
 DEEP = _opt("--deep", action="store_true",
@@ -347,5 +487,24 @@ RARE_METHODS_HELP = ("splitting: subset simulation on the margin, no direction a
                      "(docs/rare_event.md; default: %(default)s)")
 
 STORE = _opt("--store", default=None, metavar="FILE", help="results store (SQLite)")
+
+# --------------------------------------------------------------------------------------------
+# streaming and perturbations computed elsewhere
+# --------------------------------------------------------------------------------------------
+
+STREAM = _opt("--stream", action="store_true",
+              help="audit the images a group at a time (memory: one group), writing each group's "
+                   "records as it finishes; rerunning the same command resumes (always on for ImageNet "
+                   "and for image sets over 1 GB as float32)")
+GROUP_SIZE = _opt("--group-size", type=COUNT, default=None, metavar="N", none="about 1024",
+                  help="images per group when streaming, a multiple of --forward-batch "
+                       "(default: %(default)s)")
+PERTURBATIONS = _opt("--perturbations", metavar="FILE", default=None,
+                     help="perturbations computed elsewhere (foolbox, torchattacks, ART...), .npy / .npz "
+                          "/ .pt, shape (N, C, H, W) in pixel units, row k for the k-th audited image "
+                          "(one split); NaN rows = none found. Each is re-checked; with --attack best it "
+                          "is one more candidate (docs/attacks.md)")
+ADVERSARIAL = _opt("--adversarial", metavar="FILE", default=None,
+                   help="the same, as adversarial images x_adv instead of perturbations")
 RUN_NAME = _opt("--name", default=None, help="name of a new run in the store (default: %(default)s)")
 

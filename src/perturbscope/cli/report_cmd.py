@@ -33,7 +33,8 @@ def register(sub) -> None:
                                    "the configuration and the software versions. Plots are embedded.")
     p.add_argument("run", metavar="RUN", help="run id, run name, or an unambiguous prefix")
     o.STORE.add(p, required=True, help="results store (SQLite) of the run")
-    o.OUT.add(p, default="report.html", metavar="FILE.html", help="the HTML file (default: %(default)s)")
+    o.OUT.add(p, default="report.html", metavar="FILE.html", type=o.out_file_type(".html", ".htm"),
+              help="the HTML file (default: %(default)s)")
     p.add_argument("--no-panels", action="store_true", help="skip the image panels (they recompute one "
                                                            "image per pair and need the data set)")
     p.add_argument("--max-panels", type=o.NONNEG_INT, default=None, metavar="N",

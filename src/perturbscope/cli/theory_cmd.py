@@ -48,9 +48,10 @@ def _add_common(p: argparse.ArgumentParser, model: str) -> None:
                         "dimensions), 'both' runs both (default: %(default)s)")
     o.SEED.add(g, help="Monte Carlo seed (default: %(default)s)")
     out = p.add_argument_group("output")
-    o.OUT.add(out, default=f"theory_{model.replace('-', '_')}.png", metavar="PNG",
+    o.OUT.add(out, default=f"theory_{model.replace('-', '_')}.png", metavar="PNG", type=o.out_file_type(),
               help="figure path (default: %(default)s)")
-    out.add_argument("--csv", default=None, metavar="CSV", help="also write the table as CSV")
+    out.add_argument("--csv", default=None, metavar="CSV", type=o.out_file_type(".csv"),
+                     help="also write the table as CSV")
     o.add_progress_arg(p)
     p.set_defaults(func=run, model=model)
 

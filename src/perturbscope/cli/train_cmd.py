@@ -53,7 +53,8 @@ def fit(args: argparse.Namespace, out: Path, train_limit: int | None | str = "sa
               f"kept the run with seed {hist.seed}")
     acc = {name: 100.0 * float((as_classifier(model, "sigmoid").predict(t.x).cpu() == t.y).double().mean())
            for name, t in (("train", train), ("test", test))}
-    meta = {"data": args.data, "classes": list(train.classes), "class_names": list(train.class_names),
+    meta = {"data": args.data, "input_shape": list(train.x.shape[1:]), "classes": list(train.classes),
+            "class_names": list(train.class_names),
             "limit": args.limit, "train_images": int(train.y.numel()), "dropout": args.dropout,
             "init": args.init, "width": args.width, "deep": args.deep,
             "training": vars(training_config(args)), "history": vars(hist), "accuracy": acc}
@@ -79,6 +80,6 @@ def register(sub) -> None:
     o.add_data_args(p)
     add_training_args(p)
     o.add_runtime_args(p)
-    o.OUT.add(p, required=True, metavar="FILE.pt", help="checkpoint to write")
+    o.OUT.add(p, required=True, metavar="FILE.pt", type=o.out_file_type(), help="checkpoint to write")
     o.add_progress_arg(p)
     p.set_defaults(func=run)

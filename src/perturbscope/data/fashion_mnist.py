@@ -34,6 +34,7 @@ from typing import Literal
 
 import numpy as np
 
+from perturbscope.data.containers import SKIP_VERIFY_HINT
 from perturbscope.data.errors import DataError
 from perturbscope.data.idx import atomic_output, decode_idx, read_idx_payload, sha256_bytes
 
@@ -184,7 +185,7 @@ def _load_checked(file: Path, base: str, verify: bool) -> np.ndarray:
             raise DataError(
                 f"{file}: SHA-256 of the decompressed data is {actual}, expected {expected} "
                 "for the official Fashion-MNIST file; the file is corrupt or not the official "
-                "one (pass verify=False to load it anyway)"
+                f"one; {SKIP_VERIFY_HINT}"
             )
     return decode_idx(payload, source=str(file))
 

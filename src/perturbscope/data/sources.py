@@ -37,7 +37,7 @@ from perturbscope.data.tasks import (
 )
 
 __all__ = ["SourceInfo", "SOURCE_REGISTRY", "SOURCE_NAMES", "open_source", "load_source",
-           "task_from_dataset", "resolve_classes"]
+           "task_from_dataset", "resolve_classes", "task_view", "LABEL_MODES"]
 
 
 @dataclass(frozen=True)
@@ -257,6 +257,69 @@ def task_from_dataset(dataset: LabelledImageDataset, classes: Sequence[int | str
         kept = dataset.indices[kept]
     task.indices = torch.from_numpy(kept.astype(np.int64))
     return task
+
+
+#: how :func:`task_view` labels the images: positions in ``classes`` (a pair: 0 / 1) or the source's own
+LABEL_MODES: tuple[str, ...] = ("task", "source")
+
+
+def task_view(dataset: LabelledImageDataset, classes: Sequence[int | str] | str | None = None, *,
+              limit: int | None = None, seed: int = 0, labels: str = "task") -> SubsetImageDataset:
+    """The images :func:`task_from_dataset` keeps, as a lazy view (nothing decoded), for streaming.
+
+    Args:
+        dataset: a source's dataset (:func:`open_source`).
+        classes: two classes: the pair task (``limit`` balanced, seeded, as :func:`pair_task`);
+            ``None`` / ``"all"``: every image (``limit``: every class present represented,
+            :func:`sample_covering`); other lists: the images of those classes.
+        labels: ``"task"``: a pair is labelled 0 (``classes[0]``) / 1 (``classes[1]``) and a class
+            list 0..k-1 in its order (the paper's binary tasks; a model trained on that task);
+            ``"source"``: the source's own labels are kept (a model trained on every class of the
+            data set, e.g. a pretrained ImageNet or CIFAR-10 model audited on some of them).
+            With all classes both are the source's labels.
+
+    Returns:
+        A :class:`~perturbscope.data.streaming.SubsetImageDataset`; ``view.indices`` are positions
+        in ``dataset`` (in its parent for a subset), ``view.class_names`` the names of its labels.
+        Its images, decoded, are exactly those of :func:`task_from_dataset` (same order).
+    """
+    if labels not in LABEL_MODES:
+        raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
+    if isinstance(classes, str) and classes.strip().lower() == "all":
+        classes = None
+    if isinstance(classes, (list, tuple)) and len(classes) == 1 and str(classes[0]).strip().lower() == "all":
+        classes = None
+    cls = resolve_classes(classes, dataset.class_names)
+    labs = dataset.labels
+    names: Sequence[str] | None = None
+    if cls is not None and len(cls) == 2:
+        i, j = cls
+        if i == j:
+            raise ValueError(f"i and j must be different classes, got i == j == {i}")
+        if limit is not None and int(limit) < 2:
+            raise ValueError(f"limit must be >= 2 (one image per class at least) or None, got {limit}")
+        present = set(np.unique(labs).tolist())
+        missing = [c for c in (i, j) if c not in present]
+        if missing:
+            raise ValueError(f"class(es) {missing} have no images; classes present: {sorted(present)}")
+        pos, new = pair_positions(labs, i, j, limit=limit, seed=seed)
+        if labels == "task":
+            names = (dataset.class_names[i], dataset.class_names[j])
+    elif cls is None:
+        pos = (np.arange(labs.size, dtype=np.int64) if limit is None
+               else sample_covering(labs, int(limit), seed))
+        new = labs[pos]
+    else:
+        pos, new = multiclass_positions(labs, cls, limit=limit, seed=seed)
+        if labels == "task":
+            names = tuple(dataset.class_names[c] for c in cls)
+    if pos.size == 0:
+        raise ValueError(f"{dataset.describe()}: no images to audit")
+    view = SubsetImageDataset(dataset, pos, labels=new if labels == "task" else labs[pos], class_names=names)
+    if isinstance(dataset, SubsetImageDataset):  # positions in the original data set
+        view = SubsetImageDataset(dataset.parent, dataset.indices[pos], labels=view.labels,
+                                  class_names=view.class_names)
+    return view
 
 
 def load_source(name: str, split: str | None = None, *, path: str | os.PathLike | Sequence[Any] | None = None,

@@ -131,17 +131,30 @@ class LabelledImageDataset(Dataset):
 class SubsetImageDataset(LabelledImageDataset):
     """Some images of a :class:`LabelledImageDataset`, still lazy.
 
+    Args:
+        parent: the full dataset; indices: positions in ``parent``, in the order wanted.
+        labels: optional new labels ``(n,)`` of those images (e.g. 0/1 of a pair task); default:
+            the parent's. class_names: names indexed by the new labels (default: the parent's).
+
     Attributes:
         parent: the full dataset; indices: int64 ``(n,)``, positions in ``parent``.
     """
 
-    def __init__(self, parent: LabelledImageDataset, indices: Sequence[int] | np.ndarray) -> None:
+    def __init__(self, parent: LabelledImageDataset, indices: Sequence[int] | np.ndarray,
+                 labels: Sequence[int] | np.ndarray | None = None,
+                 class_names: Sequence[str] | None = None) -> None:
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < 0 or idx.max() >= len(parent)):
             raise IndexError(f"indices must lie in 0..{len(parent) - 1}")
         self.parent, self.indices = parent, idx
-        self.labels = parent.labels[idx]
-        self.class_names = parent.class_names
+        if labels is None:
+            self.labels = parent.labels[idx]
+        else:
+            lab = np.asarray(labels, dtype=np.int64).reshape(-1)
+            if lab.shape != idx.shape:
+                raise ValueError(f"labels must have shape {idx.shape} like the indices, got {lab.shape}")
+            self.labels = lab
+        self.class_names = parent.class_names if class_names is None else tuple(str(c) for c in class_names)
         self.source, self.split, self.channels = parent.source, parent.split, parent.channels
 
     def decode(self, index: int) -> np.ndarray:

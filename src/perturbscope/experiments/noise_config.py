@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from perturbscope.audit.config import AuditConfig
+from perturbscope.audit.config import PAPER_SATURATED, AuditConfig
 from perturbscope.train_config import TrainConfig, matched_ball_radius
 
 __all__ = ["NOISE_KINDS", "ARCHS", "NoiseLevel", "NoiseTrainingConfig", "mean_l2_cube", "mean_l2_ball",
@@ -174,7 +174,7 @@ class NoiseTrainingConfig:
     hidden: tuple[int, ...] = (64,)
     restarts: int = 2
     training: TrainConfig = field(default_factory=lambda: TrainConfig(epochs=20))
-    audit: AuditConfig = field(default_factory=lambda: AuditConfig(draws=500))
+    audit: AuditConfig = field(default_factory=lambda: AuditConfig(draws=500, saturated=PAPER_SATURATED))
 
     def validate(self) -> None:
         from perturbscope.data.tasks import SOURCES
@@ -217,6 +217,7 @@ class NoiseTrainingConfig:
             kw["training"] = TrainConfig(**kw["training"])
         if "audit" in kw:
             a = dict(kw["audit"])
-            kw["audit"] = AuditConfig(**{**a, "alphas": tuple(a.get("alphas", ())),
+            kw["audit"] = AuditConfig(**{"saturated": PAPER_SATURATED, **a,
+                                         "alphas": tuple(a.get("alphas", ())),
                                          "bounds": tuple(a.get("bounds", (0.0, 1.0)))})
         return cls(**kw)

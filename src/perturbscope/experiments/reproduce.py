@@ -1,8 +1,10 @@
-"""The paper's Fashion-MNIST experiment (Section 7.2.2, Tables 20 and 21) as a resumable sweep.
+"""The paper's pair experiments as resumable sweeps: Fashion-MNIST (Section 7.2.2, Tables 20 and
+21), CIFAR-10 (all 45 pairs, Tables 4-12) and GTSRB (pairs 0-1 .. 4-5, Tables 23-24).
 
-For each pair "class i vs class i+1" (nine by default): train the paper's network
-(:class:`~perturbscope.models.pair_cnn.PairCNN` without Conv-5/6) with the paper's protocol
-(:func:`perturbscope.train.train_pair_model`), then audit it on training and test images
+For each pair "class i vs class j" (Fashion-MNIST's nine i vs i+1 by default): train the
+paper's network (:class:`~perturbscope.models.pair_cnn.PairCNN`, with Conv-5/6 for CIFAR-10)
+with the paper's protocol (:func:`perturbscope.train.train_pair_model`), then audit it on
+training and test images
 (:func:`perturbscope.audit.audit`). The units of work are ``pair x split``; each unit's
 records are committed to a :class:`~perturbscope.experiments.store.ResultsStore` in one
 transaction as soon as it finishes, and the trained weights of each pair are kept in the
@@ -60,12 +62,24 @@ def _with_threads(threads: int | None):
     return _Ctx()
 
 
-def _train_task(spec: dict[str, Any]):
+def _pair_task(spec: dict[str, Any], split: str, limit: int | None):
+    """The pair task ``spec["pair"]`` of ``split``: Fashion-MNIST as it always was, CIFAR-10 and GTSRB
+    from their files (:func:`perturbscope.data.sources.load_source`, the same task as ``pair_task``)."""
     from perturbscope.data import load_pair_task
 
     i, j = spec["pair"]
-    return load_pair_task(spec["source"], "train", i, j, path=spec.get("data_path"),
-                          limit=spec["train_images"], seed=spec["data_seed"])
+    if spec["source"] in DATASETS:
+        return load_pair_task(spec["source"], split, i, j, path=spec.get("data_path"), limit=limit,
+                              seed=spec["data_seed"])
+    from perturbscope.data.sources import load_source
+
+    opts = {"size": spec["image_size"]} if spec["source"] == "gtsrb" and spec.get("image_size") else {}
+    return load_source(spec["source"], split, path=spec.get("data_path"), classes=(i, j), limit=limit,
+                       seed=spec["data_seed"], verify=spec.get("verify", True), **opts)
+
+
+def _train_task(spec: dict[str, Any]):
+    return _pair_task(spec, "train", spec["train_images"])
 
 
 def train_job(spec: dict[str, Any]) -> dict[str, Any]:
@@ -78,22 +92,22 @@ def train_job(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     with _with_threads(spec.get("threads")):
         task = _train_task(spec)
-        model, hist = train_pair_model(task.x, task.y, width=spec["width"], dropout=spec["dropout"],
-                                       init=spec["init"], config=TrainConfig(**spec["train"]),
+        model, hist = train_pair_model(task.x, task.y, width=spec["width"], deep=spec.get("deep", False),
+                                       dropout=spec["dropout"], init=spec["init"],
+                                       config=TrainConfig(**spec["train"]),
                                        progress=False, device=spec["device"], restarts=spec["restarts"])
     buf = io.BytesIO()
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buf)
     return {"state": buf.getvalue(), "history": {"loss": hist.loss, "accuracy": hist.accuracy,
-                                                 "seed": hist.seed, "attempts": hist.attempts},
+                                                 "seed": hist.seed, "attempts": hist.attempts,
+                                                 "collapsed": [list(c) for c in hist.collapsed]},
             "n_train": len(task), "seconds": time.perf_counter() - t0}
 
 
 def _audit_images(spec: dict[str, Any]):
     """The images one unit audits: (x, y, source_index)."""
-    from perturbscope.data import load_pair_task
     from perturbscope.data.tasks import _select_limit
 
-    i, j = spec["pair"]
     k = spec["audit_images"]
     if spec["split"] == "train":
         task = _train_task(spec)  # the training images themselves, as in the paper
@@ -101,8 +115,7 @@ def _audit_images(spec: dict[str, Any]):
             keep = torch.from_numpy(_select_limit(task.y.numpy(), k, spec["data_seed"] + 1))
             return task.x[keep], task.y[keep], task.indices[keep]
         return task.x, task.y, task.indices
-    task = load_pair_task(spec["source"], "test", i, j, path=spec.get("data_path"), limit=k,
-                          seed=spec["data_seed"])
+    task = _pair_task(spec, "test", k)
     return task.x, task.y, task.indices
 
 
@@ -118,8 +131,8 @@ def audit_job(spec: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     with _with_threads(spec.get("threads")):
         x, y, src = _audit_images(spec)
-        model = PairCNN(in_channels=x.shape[1], width=spec["width"], dropout=spec["dropout"],
-                        init=spec["init"])
+        model = PairCNN(in_channels=x.shape[1], width=spec["width"], deep=spec.get("deep", False),
+                        dropout=spec["dropout"], init=spec["init"])
         state = torch.load(io.BytesIO(spec["state"]), map_location="cpu", weights_only=True)
         model.load_state_dict(state)
         model.to(spec["device"]).eval()
@@ -167,7 +180,8 @@ def _model_key(pair: tuple[int, int]) -> str:
 def run_reproduction(config: ReproduceConfig, store: ResultsStore, *, executor: Executor | None = None,
                      name: str = "fashion-mnist", data_path: str | None = None, threads: int | None = None,
                      progress: bool = True,
-                     on_unit_done: Callable[[str, int], None] | None = None) -> SweepOutcome:
+                     on_unit_done: Callable[[str, int], None] | None = None,
+                     verify: bool = True) -> SweepOutcome:
     """Run (or resume) the sweep of ``config`` into ``store``.
 
     The run is the store's run with this configuration's hash (created if new). Pairs whose
@@ -179,7 +193,10 @@ def run_reproduction(config: ReproduceConfig, store: ResultsStore, *, executor: 
     Args:
         executor: where jobs run (default :class:`LocalExecutor`).
         name: run name for a new run.
-        data_path: folder of the Fashion-MNIST IDX files (default: auto-detected).
+        data_path: the data set's files: the Fashion-MNIST IDX folder (default: auto-detected), the
+            CIFAR-10 archive / folder, the GTSRB archives' folder (default: their environment
+            variable, docs/data.md).
+        verify: check the data files' official checksums (CIFAR-10, GTSRB, Fashion-MNIST).
         threads: torch threads inside each job (None: leave as is). Use the same value to get
             bitwise-equal numbers across executors.
         on_unit_done: called as ``on_unit_done(unit_key, n_records)`` after each commit.
@@ -198,7 +215,8 @@ def run_reproduction(config: ReproduceConfig, store: ResultsStore, *, executor: 
     base = {"source": config.source, "data_path": data_path, "train_images": config.train_images,
             "data_seed": config.data_seed, "width": config.width, "dropout": config.dropout,
             "init": config.init, "restarts": config.restarts, "train": asdict(config.train),
-            "device": config.device, "threads": threads}
+            "device": config.device, "threads": threads, "deep": config.deep, "image_size": config.image_size,
+            "verify": verify}
     todo_pairs = [p for p in config.pairs if any(unit_key(p, s) in pending for s in config.splits)]
     groups = ([[p] for p in todo_pairs] if isinstance(executor, LocalExecutor) else
               ([todo_pairs] if todo_pairs else []))
@@ -270,24 +288,67 @@ def reproduction_tables(store: ResultsStore, run_id: str, config: ReproduceConfi
     """Tables 20 and 21 of a run beside the paper's values.
 
     Returns:
-        ``{"note": protocol note, "table20", "table21": long tables, "summaries": the run's
-        summaries, "text": note + both tables as printed text}``.
+        ``{"note": protocol note, "warnings": sentences of
+        :func:`~perturbscope.audit.quality.quality_warnings` (weak models, retried trainings,
+        attack failures, probes far outside [0, 1]), "table20", "table21": long tables (with
+        counts, 95% intervals and ``paper_outside``), "summaries": the run's summaries, "text":
+        note, the attack's and the probe's box mode, the warnings and both tables as printed
+        text}``.
     """
-    from perturbscope.experiments.tables import (
-        format_table20,
-        format_table21,
-        protocol_note,
-        table20_long,
-        table21_long,
-    )
+    from perturbscope.experiments.tables import protocol_note, table20_long, table21_long
 
     note = protocol_note(config.to_dict())
     summ = store.summaries(run_id)
     pairs = [f"{i}-{j}" for i, j in config.pairs]
-    t20 = table20_long(summ, alphas=config.audit.alphas, pairs=pairs)
-    t21 = table21_long(summ, pairs=pairs)
-    text = "\n\n".join([note, format_table20(t20), format_table21(t21)])
-    return {"note": note, "table20": t20, "table21": t21, "summaries": summ, "text": text}
+    dataset = config.paper_key
+    t20 = table20_long(summ, alphas=config.audit.alphas, pairs=pairs, dataset=dataset)
+    t21 = table21_long(summ, pairs=pairs, dataset=dataset)
+    warnings = run_warnings(store, run_id, config.to_dict())
+    modes = f"attack: {config.audit.attack_mode}; random probe: {config.audit.probe_mode}"
+    head = "\n".join([modes, *(f"WARNING: {w}" for w in warnings)])
+    text = "\n\n".join([note, head, tables_text(t20, t21, dataset)])
+    return {"note": note, "warnings": warnings, "table20": t20, "table21": t21, "summaries": summ,
+            "text": text}
+
+
+#: pairs per block of the printed tables (45 CIFAR-10 pairs side by side would be 700 columns wide)
+PAIRS_PER_BLOCK = 9
+
+
+def tables_text(t20: Any, t21: Any, dataset: str, per_block: int = PAIRS_PER_BLOCK) -> str:
+    """The rate and norm tables (:func:`~perturbscope.experiments.tables.table20_long` /
+    ``table21_long`` output) as text under the paper's table names for ``dataset``, in blocks of
+    ``per_block`` pairs."""
+    from perturbscope.experiments.tables import format_table20, format_table21, table_titles
+
+    rates, norms = table_titles(dataset)
+    pairs = list(dict.fromkeys(t20["pair"]))
+    chunks = [pairs[k:k + per_block] for k in range(0, len(pairs), per_block)] or [pairs]
+    out = []
+    for name, long, fmt in (("rates", t20, format_table20), ("norms", t21, format_table21)):
+        title = rates if name == "rates" else norms
+        for n, chunk in enumerate(chunks, start=1):
+            part = f" (pairs {n} of {len(chunks)} blocks)" if len(chunks) > 1 else ""
+            out.append(fmt(long[long["pair"].isin(chunk)], title=title + part))
+    return "\n\n".join(out)
+
+
+def run_warnings(store: ResultsStore, run_id: str, config: dict[str, Any]) -> list[str]:
+    """:func:`~perturbscope.audit.quality.quality_warnings` of a stored run: its records, the paper's
+    values for its data set and the training histories kept with its models."""
+    from perturbscope.audit.quality import quality_warnings
+    from perturbscope.experiments.tables import paper_long
+
+    records = store.records(run_id)
+    if records.empty:
+        return []
+    histories = {}
+    for key in store.artifact_keys(run_id):
+        if key.startswith("model/pair="):
+            art = store.get_artifact(run_id, key)
+            histories[key.split("=", 1)[1]] = (art[1] if art else {}).get("history") or {}
+    return quality_warnings(records, paper=paper_long(str(config.get("paper") or config.get("source", ""))),
+                            histories=histories, config=config)
 
 
 def write_reproduction_tables(out_dir: str | os.PathLike, tables: dict[str, Any]) -> dict[str, Path]:

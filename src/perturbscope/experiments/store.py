@@ -619,6 +619,8 @@ class ResultsStore:
         norms over the susceptible images, ``eps_{l1,l2,linf}_{mean,sd}`` (pixel units).
 
         ``alphas`` default: the run config's ``audit.alphas``, else the ``flips_a*`` columns.
+        Units streamed in groups (keys ``pair=.../split=.../group=NNNNN``) are summarised per
+        pair x split (no ``unit_key`` column then).
         """
         recs = self.records(run)
         if alphas is None:
@@ -628,6 +630,8 @@ class ResultsStore:
             return pd.DataFrame(columns=["pair", "split", "unit_key"])
         keep = [c for c in recs.columns if not c.startswith("flips_a")
                 or alphas is None or float(c[len("flips_a"):]) in {float(a) for a in alphas}]
+        if "group" in recs.columns:  # a streamed unit is one group of a pair x split: summarise them together
+            return summarize_groups(recs[keep], ("pair", "split"))
         return summarize_groups(recs[keep], ("pair", "split", "unit_key"))
 
     def export(self, run: str, path: str | os.PathLike, fmt: str | None = None) -> Path:

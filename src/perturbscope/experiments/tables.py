@@ -25,12 +25,14 @@ from typing import Any
 
 import pandas as pd
 
+from perturbscope.audit.config import box_mode
 from perturbscope.audit.schema import alpha_key
 from perturbscope.paper import PAPER_PROTOCOL, PROTOCOL_LABELS
 
 __all__ = ["paper_tables", "paper_long", "long_metrics", "side_by_side", "wide_table", "metric_label",
+           "format_ours", "format_diff", "paper_outside",
            "pair_sort_key", "table20_long", "table21_long", "format_table20", "format_table21",
-           "protocol_note", "protocol_rows", "NORM_METRICS"]
+           "protocol_note", "protocol_rows", "NORM_METRICS", "TABLE_TITLES", "table_titles"]
 
 SPLITS = ("train", "test")
 NORMS = ("l1", "l2", "linf")
@@ -97,22 +99,43 @@ def _rand_metrics(summary: pd.DataFrame) -> list[str]:
     return sorted(keys, key=lambda c: float(c[len("random_a"):]))
 
 
+def _num(r: Any, col: str) -> float:
+    v = r.get(col, math.nan) if hasattr(r, "get") else math.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+#: the counts behind each percentage of a group summary: (k column, n column), for summaries
+#: that predate the explicit ``*_k`` / ``*_n`` columns
+_COUNTS = {"accuracy": ("n_correct", "n_images"),
+           "adversarial_susceptibility": ("n_adversarial", "n_correct")}
+
+
 def long_metrics(summary: pd.DataFrame) -> pd.DataFrame:
     """Long form of a group summary with ``pair`` and ``split`` columns.
 
-    Columns ``metric, split, pair, value, sd``; metrics ``accuracy``,
-    ``adversarial_susceptibility``, ``random_a{alpha}`` and ``eps_{l1,l2,linf}`` (mean, with
-    its sd; ``sd`` is NaN for the percentages).
+    Columns ``metric, split, pair, value, sd, k, n, lo, hi``; metrics ``accuracy``,
+    ``adversarial_susceptibility``, ``random_a{alpha}`` (percent ``value = 100 k / n`` with its
+    95% Clopper-Pearson interval ``[lo, hi]``; ``sd`` NaN) and ``eps_{l1,l2,linf}`` (``value``
+    the mean with its sd over ``n`` images and the 95% interval of the mean; ``k`` NaN).
+    Counts and intervals are NaN where the summary lacks them.
     """
     _check(summary, ["pair", "split"], "summary")
     rows = []
     for _, r in summary.iterrows():
         for m in ("accuracy", "adversarial_susceptibility", *_rand_metrics(summary)):
-            rows.append((m, r["split"], r["pair"], float(r[m]), math.nan))
+            kc, nc = _COUNTS.get(m, (f"n_{m}", "n_adversarial"))
+            k = _num(r, f"{m}_k") if f"{m}_k" in r.index else _num(r, kc)
+            n = _num(r, f"{m}_n") if f"{m}_n" in r.index else _num(r, nc)
+            rows.append((m, r["split"], r["pair"], float(r[m]), math.nan, k, n,
+                         _num(r, f"{m}_lo"), _num(r, f"{m}_hi")))
         for norm in NORMS:
-            rows.append((f"eps_{norm}", r["split"], r["pair"], float(r[f"eps_{norm}_mean"]),
-                         float(r[f"eps_{norm}_sd"])))
-    return pd.DataFrame(rows, columns=["metric", "split", "pair", "value", "sd"])
+            c = f"eps_{norm}"
+            rows.append((c, r["split"], r["pair"], float(r[f"{c}_mean"]), float(r[f"{c}_sd"]), math.nan,
+                         _num(r, f"{c}_n"), _num(r, f"{c}_mean_lo"), _num(r, f"{c}_mean_hi")))
+    return pd.DataFrame(rows, columns=["metric", "split", "pair", "value", "sd", "k", "n", "lo", "hi"])
 
 
 def paper_long(dataset: str = "fashion-mnist", doc: Mapping[str, Any] | None = None) -> pd.DataFrame | None:
@@ -152,8 +175,9 @@ def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame | None) -> pd.DataFrame
         paper: same columns (``sd`` optional), or ``None``/empty when the paper has none.
 
     Returns:
-        ``ours`` with ``paper``, ``paper_sd`` and ``diff = value - paper`` (NaN where the paper
-        has no value), in the order of ``ours``.
+        ``ours`` with ``paper``, ``paper_sd``, ``diff = value - paper`` (NaN where the paper
+        has no value) and ``paper_outside`` (True where the paper's value lies outside our 95%
+        interval ``[lo, hi]``, when ``ours`` has one), in the order of ``ours``.
     """
     _check(ours, ["metric", "split", "pair", "value"], "ours")
     out = ours.copy()
@@ -168,7 +192,22 @@ def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame | None) -> pd.DataFrame
             ["metric", "split", "pair"], keep="last")
         out = out.merge(p, on=["metric", "split", "pair"], how="left")
     out["diff"] = out["value"] - out["paper"]
+    out["paper_outside"] = paper_outside(out["paper"], out["lo"], out["hi"]) if "lo" in out.columns \
+        else False
     return out
+
+
+def paper_outside(paper: Any, lo: Any, hi: Any) -> Any:
+    """True where the paper's value lies outside our interval ``[lo, hi]`` (False where any is NaN).
+
+    The paper prints two decimals: a value within 0.005 of an end counts as inside.
+    """
+    import numpy as np
+
+    p, lo_, hi_ = (np.asarray(v, dtype=float) for v in (paper, lo, hi))
+    with np.errstate(invalid="ignore"):
+        out = np.isfinite(p) & np.isfinite(lo_) & np.isfinite(hi_) & ((p < lo_ - 0.005) | (p > hi_ + 0.005))
+    return out if out.ndim else bool(out)
 
 
 def _fmt_cell(v: float, sd: float = math.nan) -> str:
@@ -177,13 +216,46 @@ def _fmt_cell(v: float, sd: float = math.nan) -> str:
     return f"{v:.2f} ({sd:.2f})" if sd is not None and math.isfinite(sd) else f"{v:.2f}"
 
 
+def _finite(v: Any) -> bool:
+    try:
+        return v is not None and math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def format_ours(r: Any, counts: bool = True) -> str:
+    """One of our numbers with its uncertainty, from a row of :func:`long_metrics`:
+    ``"53.01 [48.1, 57.9] (95/179)"`` (percent, 95% Clopper-Pearson interval, k/n) or
+    ``"2.24 (1.01) [2.09, 2.39]"`` (mean (sd) of a norm, 95% interval of the mean)."""
+    v, sd = getattr(r, "value", math.nan), getattr(r, "sd", math.nan)
+    text = _fmt_cell(v, sd)
+    if text == "n/a":
+        return text
+    lo, hi = getattr(r, "lo", math.nan), getattr(r, "hi", math.nan)
+    if _finite(lo) and _finite(hi):
+        text += f" [{lo:.1f}, {hi:.1f}]" if not _finite(sd) else f" [{lo:.2f}, {hi:.2f}]"
+    k, n = getattr(r, "k", math.nan), getattr(r, "n", math.nan)
+    if counts and _finite(k) and _finite(n):
+        text += f" ({int(k)}/{int(n)})"
+    return text
+
+
+def format_diff(diff: float, outside: bool = False) -> str:
+    """``"+1.99"``; ``"+1.99*"`` when the paper's value lies outside our interval."""
+    if diff is None or not math.isfinite(diff):
+        return "n/a"
+    return f"{diff:+.2f}" + ("*" if outside else "")
+
+
 def wide_table(long: pd.DataFrame, metrics: Sequence[str] | None = None,
                with_paper: bool = True) -> pd.DataFrame:
     """Display table: rows ``(metric label, split)``, one column per pair (``"7 vs 8"``).
 
     With ``with_paper`` and a ``paper`` column (see :func:`side_by_side`), each pair gets three
-    sub-columns ``ours``, ``paper``, ``diff``; cells are formatted strings ("2.24 (1.01)",
-    "n/a" where missing).
+    sub-columns ``ours``, ``paper``, ``diff``; cells are formatted strings: ours with its 95%
+    interval and counts (:func:`format_ours`: "53.01 [48.1, 57.9] (95/179)", "2.24 (1.01)
+    [2.09, 2.39]"), the paper's value ("2.24 (1.01)"), the difference, marked ``*`` where the
+    paper's value lies outside our interval ("+1.99*"); "n/a" where missing.
     """
     _check(long, ["metric", "split", "pair", "value"], "long")
     metrics = list(metrics) if metrics is not None else list(dict.fromkeys(long["metric"]))
@@ -201,10 +273,10 @@ def wide_table(long: pd.DataFrame, metrics: Sequence[str] | None = None,
                 if r is None:
                     row.extend(["n/a"] * (3 if paper else 1))
                     continue
-                row.append(_fmt_cell(r.value, getattr(r, "sd", math.nan)))
+                row.append(format_ours(r))
                 if paper:
                     row.append(_fmt_cell(r.paper, getattr(r, "paper_sd", math.nan)))
-                    row.append("n/a" if not math.isfinite(r.diff) else f"{r.diff:+.2f}")
+                    row.append(format_diff(r.diff, bool(getattr(r, "paper_outside", False))))
             rows.append(row)
     names = [str(p).replace("-", " vs ") for p in pairs]
     cols = (pd.MultiIndex.from_product([names, ["ours", "paper", "diff"]]) if paper
@@ -240,8 +312,10 @@ def table20_long(summaries: pd.DataFrame, alphas: Sequence[float] = (1.0, 2.0, 5
         pairs: column order (default: the pairs of ``summaries`` in order).
 
     Returns:
-        Columns ``metric, label, pair, split, ours, paper, diff`` (percent; diff = ours - paper),
-        one row per metric x pair x split (NaN where either side is missing).
+        Columns ``metric, label, pair, split, ours, k, n, lo, hi, paper, diff, paper_outside``
+        (percent; ``ours = 100 k / n`` with its 95% Clopper-Pearson interval ``[lo, hi]``;
+        diff = ours - paper; ``paper_outside``: the paper's value lies outside ``[lo, hi]``), one
+        row per metric x pair x split (NaN where either side is missing).
     """
     sbs = _ours_vs_paper(summaries, dataset).set_index(["metric", "pair", "split"])
     metrics = [("accuracy", "Accuracy"), ("adversarial_susceptibility", "Adversarial susceptibility")]
@@ -252,10 +326,14 @@ def table20_long(summaries: pd.DataFrame, alphas: Sequence[float] = (1.0, 2.0, 5
             for split in SPLITS:
                 r = sbs.loc[(metric, pair, split)] if (metric, pair, split) in sbs.index else None
                 ours = float(r["value"]) if r is not None else math.nan
+                k, n, lo, hi = ((_num(r, c) for c in ("k", "n", "lo", "hi")) if r is not None
+                                else (math.nan,) * 4)
                 paper = _paper_value(r, dataset, metric, pair, split)
                 rows.append({"metric": metric, "label": label, "pair": pair, "split": split, "ours": ours,
-                             "paper": paper, "diff": ours - paper})
-    return pd.DataFrame(rows, columns=["metric", "label", "pair", "split", "ours", "paper", "diff"])
+                             "k": k, "n": n, "lo": lo, "hi": hi, "paper": paper, "diff": ours - paper,
+                             "paper_outside": bool(paper_outside(paper, lo, hi))})
+    return pd.DataFrame(rows, columns=["metric", "label", "pair", "split", "ours", "k", "n", "lo", "hi",
+                                       "paper", "diff", "paper_outside"])
 
 
 def _paper_value(row: Any, dataset: str, metric: str, pair: str, split: str, col: str = "value") -> float:
@@ -273,8 +351,10 @@ def table21_long(summaries: pd.DataFrame, pairs: Sequence[str] | None = None,
     """Table 21 side by side, long form: norms of the smallest adversarial attack per image.
 
     Returns:
-        Columns ``norm, pair, split, ours_mean, ours_sd, paper_mean, paper_sd, diff_mean, diff_sd``
-        (pixel units; means and sample sd over the adversarially susceptible images).
+        Columns ``norm, pair, split, n, ours_mean, ours_sd, ours_mean_lo, ours_mean_hi, paper_mean,
+        paper_sd, diff_mean, diff_sd, paper_outside`` (pixel units; means and sample sd over the
+        ``n`` adversarially susceptible images, the 95% Student-t interval of our mean;
+        ``paper_outside``: the paper's mean lies outside it).
     """
     sbs = _ours_vs_paper(summaries, dataset).set_index(["metric", "pair", "split"])
     rows = []
@@ -283,12 +363,16 @@ def table21_long(summaries: pd.DataFrame, pairs: Sequence[str] | None = None,
             for split in SPLITS:
                 r = sbs.loc[(col, pair, split)] if (col, pair, split) in sbs.index else None
                 om, osd = (float(r["value"]), float(r["sd"])) if r is not None else (math.nan, math.nan)
+                n, lo, hi = ((_num(r, c) for c in ("n", "lo", "hi")) if r is not None else (math.nan,) * 3)
                 pm = _paper_value(r, dataset, col, pair, split)
                 psd = _paper_value(r, dataset, col, pair, split, "sd")
-                rows.append({"norm": label, "pair": pair, "split": split, "ours_mean": om, "ours_sd": osd,
-                             "paper_mean": pm, "paper_sd": psd, "diff_mean": om - pm, "diff_sd": osd - psd})
-    return pd.DataFrame(rows, columns=["norm", "pair", "split", "ours_mean", "ours_sd", "paper_mean",
-                                       "paper_sd", "diff_mean", "diff_sd"])
+                rows.append({"norm": label, "pair": pair, "split": split, "n": n, "ours_mean": om,
+                             "ours_sd": osd, "ours_mean_lo": lo, "ours_mean_hi": hi, "paper_mean": pm,
+                             "paper_sd": psd, "diff_mean": om - pm, "diff_sd": osd - psd,
+                             "paper_outside": bool(paper_outside(pm, lo, hi))})
+    return pd.DataFrame(rows, columns=["norm", "pair", "split", "n", "ours_mean", "ours_sd", "ours_mean_lo",
+                                       "ours_mean_hi", "paper_mean", "paper_sd", "diff_mean", "diff_sd",
+                                       "paper_outside"])
 
 
 def _f(v: float, signed: bool = False) -> str:
@@ -303,58 +387,125 @@ def _pair_label(pair: str) -> str:
 
 def _grid(title: str, pairs: list[str], blocks: list[tuple[str, list[tuple[str, list[str]]]]]) -> str:
     """Rows: (block label, [(kind, cells per pair)]) -> aligned text."""
-    lw = max([len(b[0]) for b in blocks] + [6]) + 8
+    kw = max([len(kind) for _, lines in blocks for kind, _ in lines] + [6])
+    lw = max([len(b[0]) for b in blocks] + [6]) + kw + 2
     cw = max([len(c) for _, lines in blocks for _, cells in lines for c in cells] + [8]) + 2
     head = " " * lw + "".join(f"{_pair_label(p):>{cw}}" for p in pairs)
     out = [title, head, "-" * len(head)]
     for label, lines in blocks:
         for k, (kind, cells) in enumerate(lines):
-            left = f"{label if k == 0 else '':<{lw - 7}} {kind:<6}"
+            left = f"{label if k == 0 else '':<{lw - kw - 1}} {kind:<{kw}}"
             out.append(left + "".join(f"{c:>{cw}}" for c in cells))
     return "\n".join(out)
 
 
-def format_table20(long: pd.DataFrame) -> str:
-    """Text of Table 20 side by side (from :func:`table20_long`): each metric three lines
-    (ours, paper, diff), one column per pair, cells ``"train, test"`` in %."""
+def _pct_interval(v: float, lo: float, hi: float) -> str:
+    if not _finite(v):
+        return "n/a"
+    return f"{v:.1f} [{lo:.1f}, {hi:.1f}]" if _finite(lo) and _finite(hi) else f"{v:.2f}"
+
+
+def _count(k: float, n: float) -> str:
+    return f"{int(k)}/{int(n)}" if _finite(k) and _finite(n) else "n/a"
+
+
+def format_table20(long: pd.DataFrame, *, title: str | None = None) -> str:
+    """Text of Table 20 side by side (from :func:`table20_long`), one column per pair, in %.
+
+    Each metric five lines: ``ours <split>`` (our percentage with its 95% Clopper-Pearson
+    interval, ``"53.0 [48.1, 57.9]"``), ``k/n`` (the counts, cells ``"train, test"``), ``paper``
+    and ``diff`` (cells ``"train, test"``; a difference is marked ``*`` where the paper's value
+    lies outside our interval).
+    """
     pairs = list(dict.fromkeys(long["pair"]))
+    has_iv = {"lo", "hi"} <= set(long.columns) and bool(long["lo"].notna().any())
     blocks = []
     for metric in dict.fromkeys(long["metric"]):
         sub = long[long["metric"] == metric]
         label = sub["label"].iloc[0]
+        by = {(r.pair, r.split): r for r in sub.itertuples()}
         lines = []
-        for kind, col in (("ours", "ours"), ("paper", "paper"), ("diff", "diff")):
+        for split in SPLITS:
             cells = []
             for p in pairs:
-                v = {r.split: getattr(r, col) for r in sub[sub["pair"] == p].itertuples()}
-                cells.append(", ".join(_f(v.get(s, math.nan), signed=(kind == "diff")) for s in SPLITS))
-            lines.append((kind, cells))
+                r = by.get((p, split))
+                cells.append("n/a" if r is None else _pct_interval(
+                    r.ours, getattr(r, "lo", math.nan), getattr(r, "hi", math.nan)))
+            lines.append((f"ours {split}", cells))
+        if {"k", "n"} <= set(long.columns):
+            lines.append(("k/n", [", ".join(_count(getattr(by.get((p, s)), "k", math.nan),
+                                                   getattr(by.get((p, s)), "n", math.nan)) for s in SPLITS)
+                                  for p in pairs]))
+        lines.append(("paper", [", ".join(_f(getattr(by.get((p, s)), "paper", math.nan)) for s in SPLITS)
+                                for p in pairs]))
+        lines.append(("diff", [", ".join(format_diff(getattr(by.get((p, s)), "diff", math.nan),
+                                                     bool(getattr(by.get((p, s)), "paper_outside", False)))
+                                         for s in SPLITS) for p in pairs]))
         blocks.append((label, lines))
-    return _grid("Table 20 (Fashion-MNIST, class i vs i+1): accuracy and susceptibility in %, "
-                 "cells 'train, test'; diff = ours - paper", pairs, blocks)
+    legend = ("ours: % [95% Clopper-Pearson interval]; k/n, paper, diff: cells 'train, test'; "
+              "diff = ours - paper, * where the paper's value lies outside our interval" if has_iv
+              else "cells 'train, test'; diff = ours - paper")
+    head = title or "Table 20 (Fashion-MNIST, class i vs i+1)"
+    return _grid(head + ": accuracy and susceptibility in %; " + legend, pairs, blocks)
 
 
-def format_table21(long: pd.DataFrame) -> str:
-    """Text of Table 21 side by side (from :func:`table21_long`): per norm and split three lines
-    (ours, paper, diff), cells ``"mean (sd)"`` in pixel units."""
+def format_table21(long: pd.DataFrame, *, title: str | None = None) -> str:
+    """Text of Table 21 side by side (from :func:`table21_long`), pixel units.
+
+    Per norm and split four lines: ``ours`` (``"mean (sd) [lo, hi]"``, the 95% interval of the
+    mean), ``n`` (images), ``paper`` (``"mean (sd)"``) and ``diff`` (``*`` where the paper's mean
+    lies outside our interval).
+    """
     pairs = list(dict.fromkeys(long["pair"]))
+    has_iv = {"ours_mean_lo", "ours_mean_hi"} <= set(long.columns) \
+        and bool(long["ours_mean_lo"].notna().any())
     blocks = []
     for norm in dict.fromkeys(long["norm"]):
         for split in SPLITS:
             sub = long[(long["norm"] == norm) & (long["split"] == split)]
-            lines = []
-            for kind, m, s in (("ours", "ours_mean", "ours_sd"), ("paper", "paper_mean", "paper_sd"),
-                               ("diff", "diff_mean", "diff_sd")):
-                cells = []
-                for p in pairs:
-                    r = sub[sub["pair"] == p]
-                    mv, sv = (float(r[m].iloc[0]), float(r[s].iloc[0])) if len(r) else (math.nan, math.nan)
-                    signed = kind == "diff"
-                    cells.append(f"{_f(mv, signed)} ({_f(sv, signed)})")
-                lines.append((kind, cells))
+            by = {r.pair: r for r in sub.itertuples()}
+            ours, count, paper, diff = [], [], [], []
+            for p in pairs:
+                r = by.get(p)
+
+                def g(c: str, r: Any = r) -> Any:
+                    return getattr(r, c, math.nan)
+                cell = f"{_f(g('ours_mean'))} ({_f(g('ours_sd'))})"
+                if _finite(g("ours_mean")) and _finite(g("ours_mean_lo")):
+                    cell += f" [{g('ours_mean_lo'):.2f}, {g('ours_mean_hi'):.2f}]"
+                ours.append(cell)
+                count.append(str(int(g("n"))) if _finite(g("n")) else "n/a")
+                paper.append(f"{_f(g('paper_mean'))} ({_f(g('paper_sd'))})")
+                mark = "*" if r is not None and bool(getattr(r, "paper_outside", False)) else ""
+                diff.append(f"{_f(g('diff_mean'), True)} ({_f(g('diff_sd'), True)}){mark}")
+            lines = [("ours", ours)] + ([("n", count)] if "n" in long.columns else []) + \
+                [("paper", paper), ("diff", diff)]
             blocks.append((f"{norm} {split}", lines))
-    return _grid("Table 21 (Fashion-MNIST, class i vs i+1): norms of the smallest adversarial attack, "
-                 "mean (sd) over susceptible images, pixel units; diff = ours - paper", pairs, blocks)
+    legend = ("ours: mean (sd) [95% interval of the mean] over the n susceptible images; diff = ours - "
+              "paper, * where the paper's mean lies outside our interval" if has_iv
+              else "mean (sd) over susceptible images; diff = ours - paper")
+    head = title or "Table 21 (Fashion-MNIST, class i vs i+1)"
+    return _grid(head + ": norms of the smallest adversarial attack, pixel units; " + legend, pairs, blocks)
+
+
+#: the paper's names of the rate and norm tables of each data set (``paper_long`` keys)
+TABLE_TITLES: dict[str, tuple[str, str]] = {
+    "fashion-mnist": ("Table 20 (Fashion-MNIST, class i vs i+1)", "Table 21 (Fashion-MNIST, class i vs i+1)"),
+    "cifar10": ("Tables 4, 5, 9-12 (CIFAR-10, class i vs j)", "Tables 6-8 (CIFAR-10, class i vs j)"),
+    "gtsrb": ("Table 23 (GTSRB, the paper's classes i vs i+1)",
+              "Table 24 (GTSRB, the paper's classes i vs i+1)"),
+    "imagenet-resnet50": ("Table 25 (ImageNet, ResNet50, one vs all)", "ImageNet norms (not in the paper)"),
+    "imagenet-vgg19": ("Table 25 (ImageNet, VGG19, one vs all)", "ImageNet norms (not in the paper)"),
+}
+
+
+def table_titles(dataset: str) -> tuple[str, str]:
+    """``(rates title, norms title)`` of the paper's tables for ``dataset`` (a :func:`paper_long`
+    key; ``fashion-mnist-subset`` is Fashion-MNIST), for ``format_table20(..., title=)`` and
+    ``format_table21(..., title=)``; a data set the paper lacks gets plain titles."""
+    key = "fashion-mnist" if str(dataset).startswith("fashion-mnist") else str(dataset)
+    return TABLE_TITLES.get(key, (f"Rates ({dataset})",
+                                  f"Norms of the smallest adversarial attack ({dataset})"))
 
 
 def protocol_rows(config: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -372,10 +523,13 @@ def protocol_rows(config: Mapping[str, Any]) -> list[dict[str, Any]]:
             "batch_size": tr.get("batch_size"), "lr": tr.get("lr"),
             "dropout": model.get("dropout", config.get("dropout")),
             "restarts": config.get("restarts", 0), "draws": au.get("draws"), "steps": au.get("steps"),
-            "s_max": au.get("s_max"), "alphas": au.get("alphas")}
+            "s_max": au.get("s_max"), "alphas": au.get("alphas"),
+            "attack_box": box_mode(bool(au.get("clip_attack", False)), au.get("bounds", (0.0, 1.0))),
+            "probe_box": box_mode(bool(au.get("clip_probe", False)), au.get("bounds", (0.0, 1.0)))}
     rows = []
+    paper = {**PAPER_PROTOCOL, **(config.get("paper_protocol") or {})}  # a data set's own paper values
     for k, label in PROTOCOL_LABELS.items():
-        v, p = ours[k], PAPER_PROTOCOL[k]
+        v, p = ours[k], paper[k]
         same = v == p or (k.endswith("images") and v == "all") or p is None
         rows.append({"key": k, "setting": label, "ours": v, "paper": "not stated" if p is None else p,
                      "same": same})

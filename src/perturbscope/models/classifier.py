@@ -33,13 +33,30 @@ from collections.abc import Iterator, Sequence
 import torch
 from torch import nn
 
-__all__ = ["Classifier", "as_classifier", "OUTPUT_KINDS", "ModelOutputError", "eval_mode", "model_device"]
+__all__ = ["Classifier", "as_classifier", "OUTPUT_KINDS", "ModelOutputError", "eval_mode", "model_device",
+           "input_gradient"]
 
 OUTPUT_KINDS: tuple[str, ...] = ("sigmoid", "logit", "logits")
 
 
 class ModelOutputError(ValueError):
     """The model's output does not fit its declared kind (shape, batch size, range, NaN)."""
+
+
+def input_gradient(value: torch.Tensor, x: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:
+    """``d value / d x`` (``value`` a scalar computed from the model's output on ``x``).
+
+    Raises :class:`ModelOutputError` when no gradient reaches ``x``: the model's output does not
+    depend on its input (a constant, or a forward pass that detaches or replaces it), so no
+    gradient attack can run on it.
+    """
+    if value.requires_grad:
+        (g,) = torch.autograd.grad(value, x, retain_graph=retain_graph, allow_unused=True)
+        if g is not None:
+            return g
+    raise ModelOutputError("the model's output does not depend on its input: no gradient reaches x (a "
+                           "constant model, or a forward pass that detaches its input or computes without "
+                           "gradients); a gradient attack cannot run on it. Check the model's forward")
 
 
 @contextlib.contextmanager
@@ -225,10 +242,17 @@ class Classifier(nn.Module):
                      "channels", "input")
             if not any(h in first for h in hints):
                 raise
+            hint = ""
+            if x.ndim == 3:
+                hint = (f" A 3-D input {tuple(x.shape)} is either grey images (N, H, W) without their "
+                        f"channel axis (use x.unsqueeze(1)) or one image (C, H, W) without the batch axis "
+                        f"(use x.unsqueeze(0)).")
+            elif x.device != self.device:
+                hint = f" Move the inputs to the model's device ({self.device})."
             raise ModelOutputError(
                 f"the model could not run on inputs of shape {tuple(x.shape)} (dtype {x.dtype}, device "
                 f"{x.device}; model on {self.device}): {first}. Inputs must be a batch (N, C, H, W) "
-                f"(or (N, d)) of the shape the model was built for") from exc
+                f"(or (N, d)) of the shape the model was built for.{hint}") from exc
 
     def raw(self, x: torch.Tensor) -> torch.Tensor:
         """The module's own output on ``x`` (normalised inside), checked: ``(N,)`` binary, ``(N, K)``."""

@@ -109,6 +109,7 @@ def random_probe(
     memory_format: torch.memory_format = torch.contiguous_format,
     progress: Callable[[int], None] | None = None,
     on_rate: Callable[[float], None] | None = None,
+    clip: bool = False,
 ) -> ProbeResult:
     """Count flipping random perturbations for inputs ``x`` ``(N, ...)`` at radii ``alpha * eps``.
 
@@ -129,6 +130,11 @@ def random_probe(
             conv nets when the model's weights are channels_last too).
         progress: called with the number of forwards done after each batch.
         on_rate: called once, after about 2 s of work, with the measured forwards per second.
+        clip: evaluate ``clamp(x_i + alpha eps_i zeta_k)`` to the classifier's bounds instead of
+            the paper's unclipped ``x_i + alpha eps_i zeta_k`` (a box-aware variant, not the
+            paper's protocol). The ``min_*`` norms are then those of the clipped perturbation
+            (which is shorter than ``alpha eps_i``), and the smallest one is chosen by its
+            clipped L2 norm.
 
     A flip is a prediction different from the model's clean prediction for ``x_i`` (for a
     correctly classified image, that is its label).
@@ -147,6 +153,10 @@ def random_probe(
     check_int("batch_size", batch_size, minimum=1)
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if not isinstance(clip, bool):
+        raise TypeError(f"clip must be True or False, got {clip!r}")
+    if clip and clf.bounds is None:
+        raise ValueError("random_probe(clip=True) needs a classifier with bounds")
     device = clf.device
     x = x.to(device)
     shape = tuple(x.shape[1:])
@@ -164,7 +174,7 @@ def random_probe(
     best_l2 = torch.full((n * a,), math.inf, dtype=torch.float64, device=device)
     best_k = torch.full((n * a,), -1, dtype=torch.long, device=device)
     norm_of = torch.empty((3, draws), dtype=torch.float64, device=device)  # l1, l2, linf per draw
-    buf = torch.empty((batch_size, *shape), dtype=x.dtype, device=device)
+    buf = torch.empty((min(batch_size, n * a * chunk), *shape), dtype=x.dtype, device=device)
     if len(shape) == 3:
         buf = buf.contiguous(memory_format=memory_format)
     view = [-1] + [1] * len(shape)
@@ -189,6 +199,8 @@ def random_probe(
                 out = buf[:b]
                 torch.mul(zeta[kk], scale_ia[ia].to(x.dtype).view(view), out=out)
                 out.add_(x[i])
+                if clip:
+                    out.clamp_(*clf.bounds)
                 flips, margin = _flip_and_margin(clf, out, clean[i], precision)
                 forwards += b
                 if margin is not None:  # re-check flips and near-boundary draws in full precision
@@ -204,7 +216,8 @@ def random_probe(
                 # of smallest L2 norm, the smaller draw index on ties, against the best so far
                 lo = int(ia[0])
                 loc, m = ia - lo, int(ia[-1]) - lo + 1
-                cand = torch.where(flips, l2[kk], torch.full_like(l2[kk], math.inf))
+                size = (out - x[i]).flatten(1).double().norm(dim=1) if clip else l2[kk]
+                cand = torch.where(flips, size, torch.full_like(size, math.inf))
                 g_l2 = torch.full((m,), math.inf, dtype=torch.float64, device=device)
                 g_l2.scatter_reduce_(0, loc, cand, reduce="amin")
                 big = torch.full_like(k_abs, draws)
@@ -222,7 +235,19 @@ def random_probe(
     found = best_k >= 0
     nan = torch.full((n * a,), float("nan"), dtype=torch.float64, device=device)
 
+    if clip:  # norms of the clipped perturbations of the smallest flipping draws, regenerated
+        clipped = torch.full((3, n * a), float("nan"), dtype=torch.float64, device=device)
+        for k in torch.unique(best_k[found]).tolist():
+            zk = (uniform_ball(1, shape, seed=seed, start=k, dtype=x.dtype, device=device)[0]
+                  if directions is None else directions[k].to(device=device, dtype=x.dtype))
+            sel = (found & (best_k == k)).nonzero()[:, 0]
+            xi = x[sel // a]
+            dk = (xi + scale_ia[sel].to(x.dtype).view(view) * zk.unsqueeze(0)).clamp(*clf.bounds) - xi
+            clipped[:, sel] = torch.stack(norms(dk)).double()
+
     def min_norm(row: int) -> torch.Tensor:
+        if clip:
+            return clipped[row].view(n, a).cpu()
         return torch.where(found, scale_ia * norm_of[row][best_k.clamp(min=0)], nan).view(n, a).cpu()
 
     return ProbeResult(alphas, draws, counts.view(n, a).cpu(), min_norm(1), min_norm(0), min_norm(2),

@@ -31,6 +31,7 @@ from typing import Any
 
 import pandas as pd
 
+from perturbscope.audit.config import box_mode
 from perturbscope.audit.schema import alpha_keys
 from perturbscope.audit.summary import summarize_groups
 from perturbscope.experiments.tables import (
@@ -218,6 +219,7 @@ def report_from_records(
     panels: Sequence[tuple[str, bytes | Path, str]] = (),
     workdir: str | os.PathLike | None = None,
     notes: Sequence[str] = (),
+    histories: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> HtmlReport:
     """Build the report of a sweep from its per-image ``records``.
 
@@ -232,6 +234,8 @@ def report_from_records(
         panels: ``(pair, png, caption)`` image panels (Figures 11/12 style) to embed.
         workdir: where plot PNGs are drawn (default: a temporary folder, removed after).
         notes: extra paragraphs shown at the top (e.g. an incomplete run).
+        histories: per pair (``"7-8"``) its training history (``attempts``, ``seed``): a retried
+            (collapsed) training is warned about.
 
     Returns:
         The :class:`HtmlReport` (call ``.write(path)``).
@@ -239,6 +243,8 @@ def report_from_records(
     Raises:
         ValueError: records empty or lacking columns.
     """
+    from perturbscope.audit.quality import outside_summary, quality_warnings
+    from perturbscope.report.audit_plot import plot_eps_vs_flip_rate
     from perturbscope.report.plots import plot_norm_violins
 
     if not isinstance(records, pd.DataFrame):
@@ -252,15 +258,24 @@ def report_from_records(
     if isinstance(paper, str):
         if paper != "auto":
             raise ValueError(f"paper must be a DataFrame, None or 'auto', got {paper!r}")
-        paper = paper_reference(source) if source.startswith("fashion-mnist") else None
+        paper = paper_reference(str(config.get("paper") or source))  # None for a data set the paper lacks
     rep = HtmlReport(title, subtitle=f"data: {source or 'unknown'}; pairs: "
                      + ", ".join(sorted(dict.fromkeys(map(str, records["pair"])))))
     rep.add_section("Summary")
     for n in notes:
         rep.add_paragraph(n, "warn")
+    for w in quality_warnings(records, paper=paper, histories=histories, config=config):
+        rep.add_paragraph("Warning: " + w, "warn")
     n_img = records.groupby("split").size().to_dict()
     rep.add_paragraph("Images audited: " + ", ".join(f"{k} {v}" for k, v in n_img.items())
                       + f"; {records['pair'].nunique()} pair(s).")
+    au = config.get("audit") or {}
+    bounds = au.get("bounds", (0, 1))
+    rep.add_paragraph(f"Attack: {box_mode(bool(au.get('clip_attack', False)), bounds)}; "
+                      f"random probe: {box_mode(bool(au.get('clip_probe', False)), bounds)}. "
+                      "The paper's line search and probe are unclipped: x + delta may leave [0, 1]; the "
+                      "clipped variants (--clip-attack, --clip-probe) measure distances as foolbox and ART "
+                      "do.")
     scale = _scale_table(config)
     if scale is not None:
         rep.add_table(scale, "Scale of this run vs the paper's protocol",
@@ -270,27 +285,55 @@ def report_from_records(
     long = side_by_side(long_metrics(summary), paper)
     have_paper = paper is not None and long["paper"].notna().any()
     rand = [f"random_{k}" for k in alpha_keys(records.columns)]
-    note = ("Cells: ours | paper | diff = ours - paper." if have_paper
+    note = ("Cells: ours | paper | diff = ours - paper; diff marked * where the paper's value lies outside "
+            "our 95% interval." if have_paper
             else "The paper's values are not shown (none for this data set, or left out); ours only.")
     rep.add_section("Tables")
     rep.add_table(wide_table(long, ["accuracy", "adversarial_susceptibility", *rand], with_paper=have_paper),
                   "Accuracy and susceptibility (%), paper Table 20 layout",
                   "accuracy = 100|C|/|T|, adversarial = 100|A|/|C|, random(alpha) = 100|R_alpha|/|A| "
-                  f"(paper eqs 6-8). {note}")
+                  "(paper eqs 6-8). Ours: percentage [95% Clopper-Pearson interval] (k/n). "
+                  f"{note}")
     rep.add_table(wide_table(long, ["eps_l1", "eps_l2", "eps_linf"], with_paper=have_paper),
                   "Norms of the smallest adversarial perturbation, mean (sd), paper Table 21 layout",
-                  f"Over the adversarially susceptible images; sd with ddof=1. {note}")
+                  "Over the adversarially susceptible images; ours: mean (sd, ddof=1) [95% Student-t "
+                  f"interval of the mean]. {note}")
     if have_paper:
         d = long.dropna(subset=["diff"])
         worst = d.loc[d["diff"].abs().idxmax()] if len(d) else None
         if worst is not None:
-            rep.add_paragraph(f"{len(d)} numbers compared with the paper; largest absolute difference "
+            n_out = int(d["paper_outside"].sum()) if "paper_outside" in d.columns else 0
+            rep.add_paragraph(f"{len(d)} numbers compared with the paper; the paper's value lies outside our "
+                              f"95% interval for {n_out} of them; largest absolute difference "
                               f"{worst['diff']:+.2f} ({worst['metric']}, {worst['split']}, "
                               f"pair {worst['pair']}).")
+    box = outside_summary(records)
+    if len(box):
+        bt = box.assign(**{"outside, median %": (100 * box["outside_median"]).round(1),
+                           "outside, 90th percentile %": (100 * box["outside_p90"]).round(1),
+                           "radius alpha*eps_adv, median": box["radius_median"].round(3)})
+        keys = [c for c in ("pair", "split") if c in bt.columns]
+        rep.add_table(bt[[*keys, "alpha", "images", "radius alpha*eps_adv, median", "outside, median %",
+                          "outside, 90th percentile %"]].set_index([*keys, "alpha"]),
+                      "How far the random perturbations leave [0, 1]",
+                      "Per image, the share of a random draw's L2 norm that lies outside the box, "
+                      "||x + d - clip(x + d)|| / ||d|| (mean over its first 16 draws; column "
+                      "probe_outside_a*). "
+                      "The paper's probe is unclipped, so these inputs are not images; a clipped probe "
+                      "(--clip-probe) removes exactly this part.")
 
     rep.add_section("Plots")
     with tempfile.TemporaryDirectory(prefix="perturbscope-report-") as tmp:
         wd = Path(workdir) if workdir is not None else Path(tmp)
+        alphas = [float(k[1:]) for k in alpha_keys(records.columns)]
+        if alphas:
+            pe = plot_eps_vs_flip_rate(records, alphas, wd / "eps_vs_flip_rate.png",
+                                       draws=au.get("draws"), s_max=au.get("s_max"))
+            rep.add_figure(pe, "The paradox: adversarial vs random susceptibility",
+                           "Left: share of correctly classified images the attack flips, and share of those "
+                           "that at least one random draw of size alpha * eps_adv flips, with 95% "
+                           "Clopper-Pearson intervals, per split (pairs pooled). Right: per attacked image, "
+                           "the fraction of flipping draws against eps_adv, one panel per split.")
         p17 = plot_norm_violins(records, wd / "violin_adversarial.png", source="adversarial")
         rep.add_figure(p17, "Norms of the smallest adversarial perturbations (paper Figure 17)",
                        "L1, L2 and Linf norms per pair; blue train, orange test; lines: median and range.")
@@ -322,7 +365,7 @@ def _store_panels(store: Any, run_id: str, config: Mapping[str, Any], records: p
 
     import torch
 
-    from perturbscope.data import load_pair_task
+    from perturbscope.data.sources import load_source
     from perturbscope.models.pair_cnn import PairCNN
     from perturbscope.report.plots import compute_panel_example, plot_image_panel
 
@@ -353,9 +396,10 @@ def _store_panels(store: Any, run_id: str, config: Mapping[str, Any], records: p
         try:
             i, j = (int(x) for x in str(pair).split("-"))
             # test: the audited subset itself; train: all training images of the pair
-            task = load_pair_task(config["source"], split, i, j, path=data_path,
-                                  limit=config.get("audit_images") if split == "test" else None,
-                                  seed=config.get("data_seed", 0))
+            opts = {"size": config["image_size"]} if config.get("image_size") else {}  # GTSRB's crops
+            task = load_source(config["source"], split, classes=(i, j), path=data_path,
+                               limit=config.get("audit_images") if split == "test" else None,
+                               seed=config.get("data_seed", 0), **opts)
             if "source_index" in row.index and pd.notna(row["source_index"]):
                 hit = (task.indices == int(row["source_index"])).nonzero()
                 if len(hit) == 0:
@@ -445,8 +489,14 @@ def build_run_report(store: Any, run: str, out: str | os.PathLike, *, panels: bo
                 figs, pnotes = _store_panels(store, rid, config, records, Path(tmp), data_path, max_panels,
                                              device=device)
                 notes.extend(pnotes)
+            histories = {}
+            for key in (store.artifact_keys(rid) if hasattr(store, "artifact_keys") else []):
+                if key.startswith("model/pair="):
+                    art = store.get_artifact(rid, key)
+                    histories[key.split("=", 1)[1]] = (art[1] if art else {}).get("history") or {}
             rep = report_from_records(records, config, versions, title=f"perturbscope report: run {name}",
-                                      paper=paper, panels=figs, workdir=tmp, notes=notes)
+                                      paper=paper, panels=figs, workdir=tmp, notes=notes,
+                                      histories=histories)
             rep.subtitle = f"run {name} ({rid}); " + rep.subtitle
             return rep.write(out)
     finally:

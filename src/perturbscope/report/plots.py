@@ -123,6 +123,10 @@ def plot_norm_violins(records: pd.DataFrame, path: str | os.PathLike, *, source:
                 else:
                     ax.text(pos, 0.5, "none", rotation=90, ha="center", va="center", fontsize=7,
                             color="grey", transform=ax.get_xaxis_transform())
+                if source == "random" and ax is axes[0]:  # how many of the attacked images are shown
+                    n_att = int(((rec["pair"] == pair) & (rec["split"] == split)).sum())
+                    ax.text(pos, 1.01, f"{len(v)}/{n_att}", ha="center", va="bottom", fontsize=6,
+                            color=color, transform=ax.get_xaxis_transform())
         ax.set_ylabel(f"{NORM_NAMES[norm]} norm")
         ax.set_xlim(-0.6, len(pairs) - 0.4)
         ax.grid(axis="y", alpha=0.3)
@@ -132,7 +136,10 @@ def plot_norm_violins(records: pd.DataFrame, path: str | os.PathLike, *, source:
     axes[0].legend(loc="upper right", fontsize=8)
     axes[-1].set_xticks(range(len(pairs)), [str(p).replace("-", " vs ") for p in pairs])
     axes[-1].set_xlabel("class pair")
-    axes[0].set_title(title or f"Norms of the {what} (pixels in [0, 1])", fontsize=10)
+    shown = ("\nabove each violin: images with a flipping draw / attacked images (the others are absent)"
+             if source == "random" else "")
+    axes[0].set_title((title or f"Norms of the {what} (pixels in [0, 1])") + shown, fontsize=10,
+                      pad=14 if shown else 6)
     fig.tight_layout()
     return save_figure(fig, path)
 
@@ -150,8 +157,9 @@ def plot_noise_curves(summary: pd.DataFrame, kind: str, path: str | os.PathLike,
         x: column for the x axis: ``"noise_mean_l2"`` (default; mean L2 norm of the noise,
             comparable across kinds), ``"noise_size"`` (rho or R) or ``"noise_rho"``.
 
-    One colour per pair; solid lines train, dashed test. Error bars on the attack norm are
-    one sample sd.
+    One colour per pair; solid lines train, dashed test. Error bars on the percentages are
+    their 95% Clopper-Pearson intervals (where ``summary`` has the ``*_lo`` / ``*_hi`` columns
+    of :func:`~perturbscope.audit.summary.summarize_groups`), on the attack norm one sample sd.
     """
     if kind not in ("cube", "ball"):
         raise ValueError(f"kind must be 'cube' or 'ball', got {kind!r}")
@@ -162,8 +170,9 @@ def plot_noise_curves(summary: pd.DataFrame, kind: str, path: str | os.PathLike,
     data = summary[summary["noise_kind"].isin([kind, "none"])]
     if not (data["noise_kind"] == kind).any():
         raise ValueError(f"summary has no {kind!r} noise level")
-    panels = [("accuracy", "accuracy %"), ("adversarial_susceptibility", "adversarial susceptibility %"),
-              ("eps_l2_mean", "mean L2 norm of the adversarial attack")]
+    panels = [("accuracy", "accuracy % (95% interval)"),
+              ("adversarial_susceptibility", "adversarial susceptibility % (95% interval)"),
+              ("eps_l2_mean", "mean L2 norm of the adversarial attack (bars: 1 sd)")]
     fig, axes = figures.new_figure(1, 3, figsize=(15, 4.4))
     pairs = sorted(dict.fromkeys(data["pair"]), key=pair_sort_key)
     for pi, pair in enumerate(pairs):
@@ -176,6 +185,11 @@ def plot_noise_curves(summary: pd.DataFrame, kind: str, path: str | os.PathLike,
                 if col == "eps_l2_mean":
                     ax.errorbar(g[x], g[col], yerr=g["eps_l2_sd"].fillna(0), ls=ls, marker="o", ms=4,
                                 color=f"C{pi}", capsize=3, label=label)
+                elif {f"{col}_lo", f"{col}_hi"} <= set(g.columns):  # 95% Clopper-Pearson interval
+                    err = np.vstack([(g[col] - g[f"{col}_lo"]).fillna(0),
+                                     (g[f"{col}_hi"] - g[col]).fillna(0)])
+                    ax.errorbar(g[x], g[col], yerr=err, ls=ls, marker="o", ms=4, color=f"C{pi}", capsize=3,
+                                label=label)
                 else:
                     ax.plot(g[x], g[col], ls=ls, marker="o", ms=4, color=f"C{pi}", label=label)
     xl = {"noise_mean_l2": "mean L2 norm of the training noise (pixels)",

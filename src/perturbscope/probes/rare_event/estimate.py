@@ -17,6 +17,7 @@ from torch import nn
 
 from perturbscope.models.classifier import Classifier, as_classifier
 from perturbscope.probes.rare_event.ball import lam_from_s
+from perturbscope.probes.rare_event.calibration import default_factors, widen
 from perturbscope.probes.rare_event.first_order import first_order_log_p
 from perturbscope.probes.rare_event.importance import importance_sampling
 from perturbscope.probes.rare_event.lines import line_sampling, start_coordinate
@@ -62,6 +63,9 @@ class FlipProbabilityResult:
             (pixel units).
         first_order_p, log10_first_order_p: the plane's exact cap fraction.
         method: ``"is"``, ``"splitting"`` or ``"lines"``; level: confidence level.
+        interval_factor: per entry, the factor the estimator's own log-normal half-width (and
+            ``rel_error``) was multiplied by (:mod:`~perturbscope.probes.rare_event.calibration`;
+            1 where the interval is a bound or binomial).
     """
 
     image: np.ndarray
@@ -82,6 +86,7 @@ class FlipProbabilityResult:
     log10_first_order_p: np.ndarray
     method: str
     level: float
+    interval_factor: np.ndarray | None = None
 
     @property
     def expected_draws(self) -> np.ndarray:
@@ -215,7 +220,7 @@ def _estimate_tasks(clf: Classifier, x: torch.Tensor, ref: torch.Tensor | None,
                     seed: int | torch.Generator | None, level: float, defensive: float,
                     pilot_fraction: float, n_per_level: int, p0: float, refine_steps: int | None,
                     batch_size: int, progress: bool, pilot_lines: int | None = None,
-                    line_rounds: int = 3) -> FlipProbabilityResult:
+                    line_rounds: int = 3, interval_factor: float | None = None) -> FlipProbabilityResult:
     """Shared engine: ``T`` tasks = (image ``img[t]``, radius ``radius[t]``); ``along`` is per
     image ``(N,)`` (distance along ``direction`` to the boundary) or ``None``."""
     if method not in METHODS:
@@ -231,6 +236,9 @@ def _estimate_tasks(clf: Classifier, x: torch.Tensor, ref: torch.Tensor | None,
     if refine_steps is not None and (isinstance(refine_steps, bool) or int(refine_steps) != refine_steps
                                      or refine_steps < 0):
         raise ValueError(f"refine_steps must be an integer >= 0, got {refine_steps}")
+    if interval_factor is not None and not (math.isfinite(interval_factor) and interval_factor >= 1.0):
+        raise ValueError(f"interval_factor must be a number >= 1 or None (the measured default), "
+                         f"got {interval_factor}")
     budget = int(budget)
     n, d = x.shape[0], x[0].numel()
     dev = x.device
@@ -297,17 +305,19 @@ def _estimate_tasks(clf: Classifier, x: torch.Tensor, ref: torch.Tensor | None,
                                            advance=advance)
                          for s in range(0, t_count, chunk)]
                 out = parts[0] if len(parts) == 1 else _concat_outcomes(parts)
-    lp, lo, hi = out.log_p, out.log_ci_low, out.log_ci_high
+    lp = out.log_p
+    factor = default_factors(method, out) if interval_factor is None else float(interval_factor)
+    lo, hi, rel, factor = widen(lp, out.log_ci_low, out.log_ci_high, out.rel_error, factor)
     share_fw = np.ceil(over_fw[img_np] / tasks_per_img[img_np]).astype(np.int64)
     share_grad = np.ceil(over_grad[img_np] / tasks_per_img[img_np]).astype(np.int64)
     return FlipProbabilityResult(
         image=img_np, radius=r_np, p_hat=np.exp(lp), ci_low=np.exp(lo),
         ci_high=np.exp(hi), log10_p_hat=lp / _LN10, log10_ci_low=lo / _LN10,
-        log10_ci_high=hi / _LN10, rel_error=out.rel_error, hits=out.hits,
+        log10_ci_high=hi / _LN10, rel_error=rel, hits=out.hits,
         forwards=out.forwards + share_fw, gradients=share_grad + extra_grad,
         boundary_distance=along_np,
         plane_distance=plane, first_order_p=np.exp(log_p1), log10_first_order_p=log_p1 / _LN10,
-        method=method, level=level)
+        method=method, level=level, interval_factor=factor)
 
 
 def _prepare(model: nn.Module | Classifier, x: torch.Tensor, y: torch.Tensor | None,
@@ -343,6 +353,7 @@ def estimate_flip_probability(
     line_rounds: int = 3,
     batch_size: int = 256,
     progress: bool = False,
+    interval_factor: float | None = None,
 ) -> FlipProbabilityResult:
     """Estimate, for each input, the probability that uniform noise in an L2 ball flips it.
 
@@ -391,6 +402,11 @@ def estimate_flip_probability(
             ``budget // 20`` clipped to [20, 100]) and the number of rounds.
         batch_size: perturbed inputs per forward pass.
         progress: show a progress bar.
+        interval_factor: widening of the method's own log-normal interval (and ``rel_error``);
+            ``None`` (default): the measured calibration of
+            :mod:`~perturbscope.probes.rare_event.calibration` (splitting ``sqrt(1 + 0.25
+            levels)``, lines 2, IS 1.15; coverage measured in docs/rare_event.md, "Interval
+            calibration"); ``1.0``: the method's own interval.
 
     Returns:
         :class:`FlipProbabilityResult` with one entry per input.
@@ -412,7 +428,7 @@ def estimate_flip_probability(
                            pilot_fraction=pilot_fraction, n_per_level=n_per_level, p0=p0,
                            refine_steps=refine_steps,
                            batch_size=batch_size, progress=progress, pilot_lines=pilot_lines,
-                           line_rounds=line_rounds)
+                           line_rounds=line_rounds, interval_factor=interval_factor)
 
 
 def flip_probability_table(
@@ -447,7 +463,8 @@ def flip_probability_table(
             ``n_per_level=200`` (kwargs), 2000 forwards resolve p down to ~1e-10 (below: an
             upper bound).
         Other arguments as :func:`estimate_flip_probability` (``kwargs``: ``defensive``,
-        ``pilot_fraction``, ``n_per_level`` (default 200 here), ``p0``, ``refine_steps``).
+        ``pilot_fraction``, ``n_per_level`` (default 200 here), ``p0``, ``refine_steps``,
+        ``interval_factor``).
 
     Returns:
         DataFrame, one row per (image, alpha), columns ``image, alpha, eps_adv, radius, p_hat,
@@ -455,7 +472,8 @@ def flip_probability_table(
         expected_draws, p_probe_sees_flip, first_order_p, log10_first_order_p, plane_distance,
         forwards, gradients, method``.
     """
-    unknown = set(kwargs) - {"defensive", "pilot_fraction", "n_per_level", "p0", "refine_steps"}
+    unknown = set(kwargs) - {"defensive", "pilot_fraction", "n_per_level", "p0", "refine_steps",
+                             "interval_factor"}
     if unknown:
         raise TypeError(f"unexpected arguments: {sorted(unknown)}")
     clf, x, y = _prepare(model, x, y, output)
@@ -493,7 +511,8 @@ def flip_probability_table(
                               n_per_level=kwargs.pop("n_per_level", 200),
                               p0=kwargs.pop("p0", 0.1),
                               refine_steps=kwargs.pop("refine_steps", None),
-                              batch_size=batch_size, progress=progress)
+                              batch_size=batch_size, progress=progress,
+                              interval_factor=kwargs.pop("interval_factor", None))
         frame = res.to_frame()
         target = (keep.numpy()[res.image] * len(alphas)
                   + np.tile(np.arange(len(alphas)), keep.numel()))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from perturbscope.attacks.pgd import pgd_perturbation
-from perturbscope.models.classifier import Classifier
+from perturbscope.models.classifier import Classifier, input_gradient
 
 __all__ = ["margin_flip", "margin_direction", "crossing_along"]
 
@@ -45,7 +45,7 @@ def margin_direction(clf: Classifier, x: torch.Tensor, ref: torch.Tensor, batch_
             sl = slice(start, start + batch_size)
             xb = x[sl].clone().requires_grad_(True)
             mb, _ = margin_flip(clf, xb, ref[sl])
-            (grad,) = torch.autograd.grad(mb.sum(), xb)
+            grad = input_gradient(mb.sum(), xb)
             flat = -grad.reshape(grad.shape[0], -1).double()
             norm = flat.norm(dim=1)
             good = torch.isfinite(norm) & (norm > 0)
