@@ -141,7 +141,11 @@ def score(res, truth: np.ndarray) -> dict:
             "sd_log": float(np.std(err)) if est.any() else math.nan,
             "est_sd_log": float(np.median(sd)) if est.any() else math.nan,
             "need": float(np.quantile(z, 0.95) / Z95) if est.any() else math.nan,
-            "forwards": float(np.median(res.forwards))}
+            "forwards": float(np.median(res.forwards)),
+            # per run (finite estimates): log(p_hat / p) and the method's own sd of log p_hat, so that
+            # the coverage of any other widening can be recomputed from the file
+            "runs_log_ratio": [round(float(v), 5) for v in err],
+            "runs_raw_sd": [round(float(v), 5) for v in (lp[est] - raw_lo[est]) / Z95]}
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ import pandas as pd
 import torch
 
 from perturbscope.audit import AuditConfig, audit_splits
-from perturbscope.audit.summary import summarize_records
+from perturbscope.audit.summary import proportion, summarize_records
 from perturbscope.data import load_pair_task
 from perturbscope.experiments.tables import paper_tables
 from perturbscope.models import as_classifier
@@ -76,6 +76,49 @@ def run(args: argparse.Namespace) -> None:
         res.save(dest)
         print(f"{name}: {time.time() - t0:.0f} s", flush=True)
         print(res.table(), flush=True)
+
+
+def norms(args: argparse.Namespace) -> None:
+    """The line search alone (adversarial susceptibility and Table 21 norms) for several s_max
+    and both saturated-gradient rules, on every checkpoint given: cheap, no random probe."""
+    from perturbscope.attacks import LineSearch
+
+    torch.set_num_threads(args.threads)
+    rows = []
+    for ckpt in args.checkpoints:
+        model, meta = load_checkpoint(ckpt)
+        clf = as_classifier(model)
+        i, j = meta.get("classes", [7, 8])
+        for split in ("train", "test"):
+            t = load_pair_task("fashion-mnist", split, i, j, limit=args.images, seed=args.data_seed)
+            pred = clf.predict(t.x)
+            ok = pred == t.y
+            x, y = t.x[ok], t.y[ok]
+            for s_max in args.s_max:
+                for sat in ("fail", "logit"):
+                    res = LineSearch(s_max=s_max, search="coarse", saturated=sat)(clf, x, y)
+                    k, n = int(res.success.sum()), int(ok.sum())
+                    p = proportion(k, n)
+                    e = res.eps_l2[res.success]
+                    acc = 100 * float(ok.double().mean())
+                    row = {"checkpoint": Path(ckpt).stem, "epochs": meta.get("epochs_done"), "split": split,
+                           "s_max": s_max, "saturated": sat, "accuracy": f"{acc:.2f}",
+                           "adversarial": f"{p['pct']:.1f} ({k}/{n}) [{p['lo']:.1f}, {p['hi']:.1f}]",
+                           "zero_grad": int(res.extras["zero_gradient"].sum()),
+                           "fallback": int(res.extras["gradient_fallback"].sum())}
+                    for name, v in (("L2", res.eps_l2), ("L1", res.eps_l1), ("Linf", res.eps_linf)):
+                        v = v[res.success]
+                        row[f"{name} mean (sd)"] = (f"{float(v.mean()):.2f} ({float(v.std()):.2f})"
+                                                    if v.numel() > 1 else "n/a")
+                    row["L2 median"] = f"{float(e.median()):.2f}" if e.numel() else "n/a"
+                    row["adv by class"] = ", ".join(
+                        f"{c}: {int(res.success[y == c].sum())}/{int((y == c).sum())}" for c in (0, 1))
+                    rows.append(row)
+                    print(row, flush=True)
+    df = pd.DataFrame(rows)
+    print(df.to_string(index=False))
+    if args.markdown:
+        Path(args.markdown).write_text(df.to_markdown(index=False) + "\n")
 
 
 def _cell(p: dict) -> str:
@@ -130,11 +173,18 @@ def main() -> None:
     r.add_argument("--data-seed", type=int, default=0)
     r.add_argument("--draws", type=int, default=2000)
     r.add_argument("--threads", type=int, default=1)
+    nm = sub.add_parser("norms")
+    nm.add_argument("checkpoints", nargs="+")
+    nm.add_argument("--images", type=int, default=500)
+    nm.add_argument("--data-seed", type=int, default=0)
+    nm.add_argument("--s-max", nargs="+", type=float, default=[2.5, 5.0, 10.0, 20.0])
+    nm.add_argument("--threads", type=int, default=1)
+    nm.add_argument("--markdown", default=None)
     s = sub.add_parser("summarize")
     s.add_argument("folder")
     s.add_argument("--markdown", default=None)
     args = ap.parse_args()
-    run(args) if args.cmd == "run" else summarize(args)
+    {"run": run, "norms": norms, "summarize": summarize}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -44,7 +44,7 @@ from perturbscope.experiments.store import ResultsStore
 from perturbscope.train import TrainConfig
 cfg = ReproduceConfig.scaled_down(source="fashion-mnist-subset", pairs=((7, 8), (0, 1)), train_images=64,
                                   audit_images=12, width=0.125, train=TrainConfig(epochs=3, batch_size=16),
-                                  audit=AuditConfig(draws=20, steps=32))
+                                  audit=AuditConfig(draws=20, steps=32, saturated="fail"))
 run_reproduction(cfg, ResultsStore({db!r}), progress=False, threads=1)
 """
 
@@ -53,7 +53,7 @@ def tiny_config(**changes) -> ReproduceConfig:
     """The library twin of ``CLI`` (same hash, so the same run)."""
     base = ReproduceConfig.scaled_down(
         source="fashion-mnist-subset", pairs=PAIRS, train_images=64, audit_images=N_IMAGES, width=0.125,
-        train=TrainConfig(epochs=3, batch_size=16), audit=AuditConfig(draws=20, steps=32))
+        train=TrainConfig(epochs=3, batch_size=16), audit=AuditConfig(draws=20, steps=32, saturated="fail"))
     return ReproduceConfig.scaled_down(**{**base.__dict__, **changes})
 
 

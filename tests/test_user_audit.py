@@ -149,6 +149,17 @@ def test_cli_pair_of_a_multiclass_model_keeps_or_relabels_its_classes(netfile, w
     assert set(rec["label"]) <= {0, 2} and 2 in set(rec["label"])
     assert main([*base, "--labels", "task", "--out", str(tmp_path / "b")]) == 0
     assert set(pd.read_csv(tmp_path / "b" / "records.csv")["label"]) <= {0, 1}
+    # normalisation inside the classifier: the same numbers as the API's Classifier(mean, std)
+    assert main([*base, "--normalize", "0.5,0.4,0.3", "0.25,0.2,0.3", "--out", str(tmp_path / "n")]) == 0
+    meta = json.loads((tmp_path / "n" / "audit_meta.json").read_text())
+    assert meta["fingerprint"]["normalization"] == [[0.5, 0.4, 0.3], [0.25, 0.2, 0.3]]
+    normed = Classifier(clf.module, "logits", mean=(0.5, 0.4, 0.3), std=(0.25, 0.2, 0.3))
+    view = task_view(open_source("folder", None, path=folder), ("class0", "class2"), labels="source")
+    x, y = view.batch(np.arange(len(view)))
+    ref = audit(normed, x, y, config=AuditConfig(draws=40, steps=32, s_max=3, batch_size=4), split="all",
+                progress=False).records
+    got = typed_records(pd.read_csv(tmp_path / "n" / "records.csv"))
+    pd.testing.assert_frame_equal(got, typed_records(ref))
     capsys.readouterr()
     # a binary model needs a pair; an option the source does not take is named
     assert main(["audit", "--model", "paper-gtsrb", "--data", "folder", "--data-path", str(folder), *AUDIT,

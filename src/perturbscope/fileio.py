@@ -19,7 +19,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_write", "atomic_write_text", "atomic_savefig"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_many", "atomic_savefig"]
 
 
 def _create_temp(path: Path) -> Path:
@@ -60,6 +60,30 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_many(writes: dict[str | os.PathLike, Callable[[Path], object]]) -> list[Path]:
+    """Write several files so that either all of them are replaced or none is.
+
+    Every ``write(tmp)`` runs first, each on a temporary file next to its target; only when all
+    succeeded are the temporary files renamed into place (renames do not run out of space). On any
+    failure every temporary file is deleted and no target is touched. Returns the targets.
+    """
+    done: list[tuple[Path, Path]] = []
+    try:
+        for target, write in writes.items():
+            path = Path(target)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = _create_temp(path)
+            done.append((tmp, path))
+            write(tmp)
+        for tmp, path in done:
+            os.replace(tmp, path)
+    except BaseException:
+        for tmp, _ in done:
+            tmp.unlink(missing_ok=True)
+        raise
+    return [path for _, path in done]
 
 
 def atomic_write_text(path: str | os.PathLike, text: str, encoding: str = "utf-8") -> Path:

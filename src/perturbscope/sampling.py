@@ -106,9 +106,35 @@ def _setup(n: int, shape: int | Sequence[int], seed, device, orthogonal_to, draw
     return shape, key, device, d
 
 
+#: float64 values generated at once inside a sampler (bounds its temporaries to ~100 MB)
+_BLOCK = 2**22
+
+
 def _draw(n: int, d: int, key: int, device: torch.device | str, radius,
-          orthogonal_to: torch.Tensor | None, ball: bool, draw_dtype: torch.dtype, start: int = 0
-          ) -> torch.Tensor:
+          orthogonal_to: torch.Tensor | None, ball: bool, draw_dtype: torch.dtype, start: int = 0,
+          dtype: torch.dtype | None = None) -> torch.Tensor:
+    """``(n, d)`` points of the sphere / ball of ``radius`` in ``dtype`` (default ``draw_dtype``):
+    draws ``start .. start + n - 1`` of seed ``key``, made in blocks of rows so that the
+    float64 temporaries never exceed :data:`_BLOCK` values."""
+    rows = max(1, _BLOCK // max(d, 1))
+    if n <= rows:
+        return _draw_rows(n, d, key, device, radius, orthogonal_to, ball, draw_dtype, start).to(
+            dtype or draw_dtype)
+    out = torch.empty((n, d), dtype=dtype or draw_dtype, device=device)
+    per_row = isinstance(radius, torch.Tensor) and radius.numel() != 1
+    for a in range(0, n, rows):
+        b = min(n, a + rows)
+        r = radius.reshape(-1)[a:b] if per_row else radius
+        e = orthogonal_to
+        if e is not None and e.numel() == n * d:
+            e = e.reshape(n, d)[a:b]
+        out[a:b] = _draw_rows(b - a, d, key, device, r, e, ball, draw_dtype, start + a)
+    return out
+
+
+def _draw_rows(n: int, d: int, key: int, device: torch.device | str, radius,
+               orthogonal_to: torch.Tensor | None, ball: bool, draw_dtype: torch.dtype, start: int = 0
+               ) -> torch.Tensor:
     """``(n, d)`` points (``draw_dtype``) of the sphere / ball of ``radius``: draws
     ``start .. start + n - 1`` of seed ``key`` (normals of stream 0, radii of stream 1)."""
     from perturbscope.rng import row_normals, row_uniforms
@@ -164,7 +190,7 @@ def uniform_sphere(
         start: index of the first draw (draws ``start .. start + n - 1`` of the seed's set).
     """
     shape, key, device, d = _setup(n, shape, seed, device, orthogonal_to, draw_dtype, start)
-    return _draw(n, d, key, device, radius, orthogonal_to, False, draw_dtype, start).to(dtype).reshape(
+    return _draw(n, d, key, device, radius, orthogonal_to, False, draw_dtype, start, dtype).reshape(
         (n, *shape))
 
 
@@ -196,7 +222,7 @@ def uniform_ball(
         draw_dtype, start: as :func:`uniform_sphere`.
     """
     shape, key, device, d = _setup(n, shape, seed, device, orthogonal_to, draw_dtype, start)
-    return _draw(n, d, key, device, radius, orthogonal_to, True, draw_dtype, start).to(dtype).reshape(
+    return _draw(n, d, key, device, radius, orthogonal_to, True, draw_dtype, start, dtype).reshape(
         (n, *shape))
 
 

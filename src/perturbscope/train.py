@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from perturbscope.models.classifier import as_classifier, eval_mode
+from perturbscope.models.classifier import ModelOutputError, as_classifier, eval_mode
 from perturbscope.models.pair_cnn import PairCNN
 from perturbscope.progress import progress_bar
 from perturbscope.sampling import make_generator, uniform_ball, uniform_cube
@@ -131,7 +131,12 @@ def train_binary(model: nn.Module, x: torch.Tensor, y: torch.Tensor, config: Tra
                 idx = perm[start:start + cfg.batch_size]
                 xb = _add_noise(x[idx], cfg, gen).to(device)
                 yb = y[idx].to(device)
-                prob = clf.raw(xb)  # the module's own probability (N,), checked
+                try:
+                    prob = clf.raw(xb)  # the module's own probability (N,), checked
+                except ModelOutputError as exc:  # the inputs are checked: the weights blew up
+                    raise TrainingDivergedError(
+                        f"training diverged at epoch {epoch + 1} ({exc}): lower the learning rate "
+                        f"(lr={cfg.lr:g}); nothing was saved") from exc
                 loss = ((prob - yb.to(prob.dtype)) ** 2).mean()
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
@@ -161,7 +166,11 @@ def is_collapsed(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int 
     MSE on a sigmoid can stall with the output saturated at one class (the gradient vanishes);
     this is the test for that failure: training accuracy <= majority-class rate + 1 point.
     """
-    pred = as_classifier(model, "sigmoid").predict(x, batch)
+    try:
+        pred = as_classifier(model, "sigmoid").predict(x, batch)
+    except ModelOutputError as exc:  # finite weights whose outputs overflow
+        raise TrainingDivergedError(f"training diverged: the trained model's outputs are not finite ({exc}); "
+                                    f"lower the learning rate; nothing was saved") from exc
     acc = float((pred.cpu() == y.cpu()).double().mean())
     majority = max(float(y.double().mean()), 1.0 - float(y.double().mean()))
     return acc <= majority + 0.01

@@ -26,11 +26,12 @@ __all__ = ["scaling_comparison", "format_comparison", "best_of_for_audit"]
 
 def best_of_for_audit(cfg: AuditConfig, min_norm_steps: int | None = None) -> BestOf:
     """The best-of attack with the audit's line-search settings (line search, DeepFool, min-norm)."""
-    b = cfg.batch_size
+    b, clip = cfg.batch_size, cfg.clip_attack
     ls = LineSearch(s_max=cfg.s_max, steps=cfg.steps, refine_tol=cfg.refine_tol, batch_size=b,
-                    search=cfg.search, saturated=cfg.saturated)
-    mn = MinNorm(batch_size=b) if min_norm_steps is None else MinNorm(steps=min_norm_steps, batch_size=b)
-    return BestOf(attacks=(ls, DeepFool(batch_size=b), mn), batch_size=b)
+                    search=cfg.search, saturated=cfg.saturated, clip=clip)
+    mn = MinNorm(batch_size=b, clip=clip) if min_norm_steps is None else \
+        MinNorm(steps=min_norm_steps, batch_size=b, clip=clip)
+    return BestOf(attacks=(ls, DeepFool(batch_size=b, clip=clip), mn), batch_size=b, clip=clip)
 
 
 def scaling_comparison(model: nn.Module | Classifier, x: torch.Tensor, y: torch.Tensor, *,

@@ -9,8 +9,6 @@ sentence per problem found (each listing the groups it concerns):
   training that collapsed to one class and was retried (``attempts > 1`` in its history);
 * **attack failures**: the attack flipped at most ``1 - UNFLIPPED`` of the correctly classified
   images (those it misses are left out of random susceptibility, whose denominator is ``|A|``);
-* **attack misses**: more than :data:`MISSED` (but at most ``UNFLIPPED``) of the correctly
-  classified images were not flipped (the milder form of the warning above);
 * **zero gradients**: the paper's MSE gradient was exactly zero (a saturated sigmoid) for some
   correctly classified images: their direction came from the logit margin (columns
   ``gradient_fallback``; ``saturated="logit"``) or they had none and count as not susceptible
@@ -35,7 +33,7 @@ import pandas as pd
 from perturbscope.audit.schema import alpha_key, alphas_of
 from perturbscope.audit.summary import proportion
 
-__all__ = ["quality_warnings", "outside_summary", "WEAK_MARGIN", "CHANCE", "UNFLIPPED", "MISSED", "OUTSIDE"]
+__all__ = ["quality_warnings", "outside_summary", "WEAK_MARGIN", "CHANCE", "UNFLIPPED", "OUTSIDE"]
 
 #: accuracy points between the paper's value and the top of our interval that make a model "weak"
 WEAK_MARGIN = 5.0
@@ -43,8 +41,6 @@ WEAK_MARGIN = 5.0
 CHANCE = 60.0
 #: share of correctly classified images left unflipped by the attack that is flagged
 UNFLIPPED = 0.5
-#: share of correctly classified images left unflipped that gets the milder warning
-MISSED = 0.25
 #: median share of the probe's L2 norm outside the bounds that is flagged
 OUTSIDE = 0.05
 
@@ -118,7 +114,6 @@ def quality_warnings(records: pd.DataFrame, *, by: Sequence[str] = ("pair", "spl
     cfg = dict(config or {})
     cfg = dict(cfg.get("audit") or cfg)
     weak, retried, unflipped, out = [], [], [], []
-    missed: list[str] = []
     fallback: list[str] = []
     no_gradient: list[str] = []
     for name, g, key in _groups(records, by):
@@ -131,8 +126,6 @@ def quality_warnings(records: pd.DataFrame, *, by: Sequence[str] = ("pair", "spl
         if sus["n"] and 1.0 - sus["pct"] / 100.0 > UNFLIPPED:
             ref = _paper_value(paper, "adversarial_susceptibility", key)
             unflipped.append(f"{name} {_pct(sus)}" + (f" (paper {ref:.2f}%)" if math.isfinite(ref) else ""))
-        elif sus["n"] and 1.0 - sus["pct"] / 100.0 > MISSED:
-            missed.append(f"{name}: {sus['n'] - sus['k']} of {sus['n']} not flipped")
         for col, found in (("gradient_fallback", fallback), ("zero_gradient", no_gradient)):
             if col in g.columns:
                 k = int((g[col].fillna(False).astype(bool).to_numpy() & correct).sum())
@@ -164,10 +157,6 @@ def quality_warnings(records: pd.DataFrame, *, by: Sequence[str] = ("pair", "spl
                     + f" (adversarial susceptibility, up to s_max = {cfg.get('s_max')}). "
                     "The images it misses are left out of random susceptibility (its denominator is the "
                     "flipped images); raise s_max if that is not expected.")
-    if missed:
-        msgs.append(f"The attack left more than {MISSED:.0%} of the correctly classified images unflipped "
-                    f"in " + "; ".join(missed) + f" (up to s_max = {cfg.get('s_max')}); they are left out of "
-                    "random susceptibility (its denominator is the flipped images).")
     if fallback:
         msgs.append("The paper's MSE gradient underflowed to zero (a saturated output) for correctly "
                     "classified images in " + "; ".join(fallback) + " (column gradient_fallback): their "

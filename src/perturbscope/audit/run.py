@@ -33,13 +33,16 @@ from perturbscope.audit.config import AuditConfig
 from perturbscope.audit.schema import alpha_key, column_names
 from perturbscope.audit.summary import summarize_records
 from perturbscope.audit.table import format_table
-from perturbscope.fileio import atomic_write, atomic_write_text
+from perturbscope.fileio import atomic_write_many
 from perturbscope.models.classifier import Classifier, as_classifier
 from perturbscope.probes.random_probe import random_probe
 from perturbscope.progress import progress_bar
 from perturbscope.validation import check_images
 
-__all__ = ["AuditResult", "audit", "audit_splits"]
+__all__ = ["AuditResult", "audit", "audit_splits", "MISSED"]
+
+#: share of the correctly classified images left unflipped by the attack above which the audit warns
+MISSED = 0.25
 
 
 @dataclass
@@ -60,10 +63,16 @@ class AuditResult:
         :func:`~perturbscope.audit.quality.quality_warnings` (weak model, attack failures, zero
         gradients, the probe leaving the box) and a checkpoint used on data it was not trained on
         (``meta["forced_mismatch"]``, from ``--force``)."""
-        from perturbscope.audit.quality import quality_warnings
+        from perturbscope.audit.quality import UNFLIPPED, quality_warnings
 
         out = [f"The checkpoint was used on data it was not trained on (--force): {m}."
                for m in self.meta.get("forced_mismatch") or ()]
+        missed = [f"{name}: {s['n_attack_failed']} of {s['n_correct']}" for name, s in self.summary.items()
+                  if s.get("n_correct") and MISSED < s["n_attack_failed"] / s["n_correct"] <= UNFLIPPED]
+        if missed:  # above UNFLIPPED quality_warnings says it
+            out.append(f"The attack did not flip more than {MISSED:.0%} of the correctly classified images "
+                       f"({'; '.join(missed)}; up to s_max = {self.config.s_max:g}): they have no eps_adv "
+                       "and are left out of random susceptibility, whose denominator is the flipped images.")
         return out + quality_warnings(self.records, by=("split",), config=self.config.to_dict())
 
     def table(self) -> str:
@@ -74,16 +83,22 @@ class AuditResult:
     def save(self, out_dir: str | os.PathLike, parquet: bool = False) -> dict[str, Path]:
         """Write ``records.csv`` (and ``records.parquet``) and ``summary.json`` atomically."""
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
+        created = not out.exists()
         paths = {"records": out / "records.csv", "summary": out / "summary.json"}
         doc = {"summary": _jsonable(self.summary), "config": self.config.to_dict(),
                "meta": _jsonable(self.meta), "warnings": self.warnings()}
         text = json.dumps(doc, indent=2, allow_nan=False)  # fails before anything is written
-        atomic_write(paths["records"], lambda p: self.records.to_csv(p, index=False))
+        writes = {paths["records"]: lambda p: self.records.to_csv(p, index=False),
+                  paths["summary"]: lambda p: p.write_text(text, encoding="utf-8")}
         if parquet:
             paths["parquet"] = out / "records.parquet"
-            atomic_write(paths["parquet"], lambda p: self.records.to_parquet(p, index=False))
-        atomic_write_text(paths["summary"], text)
+            writes[paths["parquet"]] = lambda p: self.records.to_parquet(p, index=False)
+        try:
+            atomic_write_many(writes)  # all of them or none (a full disk leaves no records without summary)
+        except BaseException:
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()  # nothing of this save is left behind
+            raise
         return paths
 
 
@@ -339,15 +354,39 @@ def _check_perturbations(perturbations: torch.Tensor, x: torch.Tensor) -> torch.
     return perturbations
 
 
+def _activation_bytes(clf: Classifier, x1: torch.Tensor) -> int:
+    """Bytes one input's forward pass holds at its peak, about: three times the largest output of
+    any leaf module (a layer's input, its output and a skip connection), measured on ``x1``."""
+    sizes: list[int] = []
+
+    def hook(_module, _inputs, out) -> None:
+        for t in out if isinstance(out, tuple | list) else (out,):
+            if isinstance(t, torch.Tensor):
+                sizes.append(t.numel() * t.element_size())
+
+    leaves = [m for m in clf.module.modules() if not any(True for _ in m.children())]
+    handles = [m.register_forward_hook(hook) for m in leaves]
+    try:
+        with clf.evaluating(), torch.inference_mode():
+            clf.raw(x1.to(clf.device))
+    finally:
+        for h in handles:
+            h.remove()
+    return 3 * max(sizes, default=0)
+
+
 def _check_memory(clf: Classifier, x: torch.Tensor, cfg: AuditConfig) -> None:
-    """Refuse a batch size whose perturbed inputs alone cannot fit in the device's free memory."""
+    """Refuse a batch size whose forward batch cannot fit in the device's free memory (Linux kills a
+    process that runs out, so this is checked before any work; a bound, not a measurement)."""
     from perturbscope.validation import check_fits
 
     n, row = x.shape[0], x[0].numel() * x.element_size()
-    probe = min(cfg.batch_size, n * len(cfg.alphas) * cfg.draws) * 2  # the batch and its draws
-    search = min(cfg.batch_size, n) * min(LineSearch.chunk, cfg.steps) if cfg.attack != "min-norm" else 0
-    check_fits(f"one forward batch of the audit (batch_size={cfg.batch_size}, inputs of "
-               f"{'x'.join(map(str, x.shape[1:]))})", max(probe, search) * row, clf.device,
+    per_input = 2 * row + _activation_bytes(clf, x[:1])  # the perturbed input, its draw, activations
+    probe = min(cfg.batch_size, n * len(cfg.alphas) * cfg.draws) * per_input
+    points = min(cfg.batch_size, n) * min(LineSearch.chunk, cfg.steps) * row  # the line search's grid
+    search = points + min(cfg.batch_size, n * cfg.steps) * per_input if cfg.attack != "min-norm" else 0
+    check_fits(f"one forward batch of the audit (batch_size={cfg.batch_size}, inputs "
+               f"{'x'.join(map(str, x.shape[1:]))})", int(1.25 * max(probe, search)), clf.device,
                "lower batch_size (--forward-batch)")
 
 

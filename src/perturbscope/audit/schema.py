@@ -78,13 +78,13 @@ ALPHA_COLUMNS: tuple[Column, ...] = (
 
 RARE_EVENT_COLUMNS: tuple[Column, ...] = tuple(Column(n, t, u, m, "rare_event") for n, t, u, m in (
     ("p_hat_{a}", "float64", "probability", "estimated probability that uniform noise in the ball flips"),
-    ("p_lo_{a}", "float64", "probability", "lower end of its confidence interval"),
-    ("p_hi_{a}", "float64", "probability", "upper end of its confidence interval"),
+    ("p_lo_{a}", "float64", "probability", "lower end of its 95% interval (calibrated, docs/rare_event.md)"),
+    ("p_hi_{a}", "float64", "probability", "upper end of its 95% interval (calibrated, docs/rare_event.md)"),
     ("log10_p_hat_{a}", "float64", "log10", "log10 of p_hat (finite where p_hat underflows)"),
     ("draws_needed_{a}", "float64", "draws", "expected uniform draws to see one flip, 1 / p_hat"),
     ("p_probe_sees_flip_{a}", "float64", "probability", "chance that the paper's probe sees a flip"),
     ("p_first_order_{a}", "float64", "probability", "first-order (tangent plane) cap fraction"),
-    ("rare_rel_error_{a}", "float64", "", "estimated relative standard error of p_hat"),
+    ("rare_rel_error_{a}", "float64", "", "estimated relative standard error of p_hat (calibrated likewise)"),
     ("rare_hits_{a}", "float64", "draws", "flipping draws behind the estimate"),
 ))
 RARE_EVENT_TOTALS: tuple[Column, ...] = (

@@ -197,7 +197,10 @@ def run(args: argparse.Namespace) -> int:
         fmt = torch.channels_last
     opts = _source_options(args)
     splits = tuple(args.splits) if args.splits else default_splits(args.data)
-    datasets = open_datasets(args.data, splits, path=args.data_path, verify=not args.no_verify,
+    path = args.data_path
+    if args.data in ("npz", "arrays") and path and "," in path:  # a .npy pair: images.npy,labels.npy
+        path = tuple(p.strip() for p in path.split(","))
+    datasets = open_datasets(args.data, splits, path=path, verify=not args.no_verify,
                              channels=args.channels, options=opts)
     labels = resolve_labels(clf, next(iter(datasets.values())), classes, args.labels)
     views = open_views(datasets, classes, limit=args.limit, seed=args.data_seed, labels=labels)
@@ -205,11 +208,16 @@ def run(args: argparse.Namespace) -> int:
     given = load_given(given_path) if given_path else None
     cfg = audit_config(args)
     out = Path(args.out)
-    describe = {"data": args.data, "data_path": None if args.data_path is None else str(args.data_path),
-                "classes": classes, "labels": labels, "limit": args.limit, "data_seed": args.data_seed,
+    # what is audited (the stream's manifest: a resumed run must match it); paths may move, so they
+    # are recorded in audit_meta.json only
+    describe = {"data": args.data, "classes": classes, "labels": labels, "limit": args.limit,
+                "data_seed": args.data_seed, "channels": args.channels,
                 "source_options": {k: list(v) if isinstance(v, tuple) else v for k, v in opts.items()},
-                "channels": args.channels, "verify": not args.no_verify,
-                "given": None if given_path is None else str(given_path)}
+                "given": None if given_path is None else
+                ("adversarial" if args.adversarial else "perturbations")}
+    paths_given = {"data_path": None if args.data_path is None else str(args.data_path),
+                   "given_file": None if given_path is None else str(given_path),
+                   "verify": not args.no_verify}
     first = next(iter(views.values()))
     mismatch: list[str] = []
     if "meta" in model_info:  # the checkpoint's recorded task vs this data: refused unless --force
@@ -238,7 +246,7 @@ def run(args: argparse.Namespace) -> int:
                                           out / "flip_probability.png", title=title, probe_draws=cfg.draws)
         print(f"rare-event plot: {rare_plot}")
     meta = {"model": model_info, "classifier": clf.describe(), "fingerprint": model_fingerprint(clf),
-            "data": describe, "streamed": result.meta.get("streamed"),
+            "data": {**describe, **paths_given}, "streamed": result.meta.get("streamed"),
             "group_size": result.meta.get("group_size"), "forwards": result.meta.get("forwards")}
     atomic_write_text(out / "audit_meta.json", json.dumps(meta, indent=2, default=str) + "\n")
     if "meta" in model_info:
@@ -282,7 +290,8 @@ def register(sub) -> None:
                     "folder (one sub-folder per class) or npz (your arrays) (default: %(default)s)")
     o.DATA_PATH.add(d, metavar="PATH",
                     help="the data set's archive, folder or file (default: the source's environment "
-                         "variable, e.g. $PERTURBSCOPE_CIFAR10; required for folder and npz)")
+                         "variable, e.g. $PERTURBSCOPE_CIFAR10; required for folder and npz; npz: an .npz "
+                         "or images.npy,labels.npy)")
     o.CLASS_LIST.add(d)
     o.LABELS.add(d)
     o.LIMIT.add(d, help="audit at most N images per split (pairs: class-balanced; all / several classes: "

@@ -13,7 +13,12 @@ from perturbscope.cli.main import UsageError
 def run(args: argparse.Namespace) -> int:
     from perturbscope.report.html import build_run_report
 
+    if not str(args.store).strip():
+        raise UsageError("--store is empty; give the results store file of the run, e.g. "
+                         "perturbscope-results.sqlite")
     store = Path(args.store)
+    if store.is_dir():
+        raise UsageError(f"--store {store} is a folder; give the results store file (SQLite) of the run")
     if not store.is_file():
         raise UsageError(f"--store {store}: no such results store (run 'perturbscope reproduce' first)")
     set_threads(args.threads)

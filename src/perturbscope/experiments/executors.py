@@ -117,7 +117,10 @@ class RayExecutor:
                 while nxt < len(jobs) and len(pending) < self.max_in_flight:
                     pending[remote.remote(fn, jobs[nxt])] = nxt
                     nxt += 1
-                done, _ = ray.wait(list(pending), num_returns=1)
+                done, _ = ray.wait(list(pending), num_returns=1, timeout=POLL_SECONDS)
+                if not done:  # nothing finished for a while: make sure the cluster is still there
+                    _check_alive(ray)
+                    continue
                 ref = done[0]
                 i = pending.pop(ref)
                 try:
@@ -143,6 +146,24 @@ class RayExecutor:
         res = self._ray.cluster_resources()
         return {"executor": "ray", "cluster_cpus": res.get("CPU"), "cluster_gpus": res.get("GPU"),
                 "ray": self._ray.__version__}
+
+
+#: seconds between checks that the cluster is alive while waiting for a task (a job may run for hours)
+POLL_SECONDS = 60.0
+#: seconds a local Ray instance may take to start
+LOCAL_START_SECONDS = 180.0
+
+
+def _check_alive(ray: Any) -> None:
+    """Raise ``ConnectionError`` when the Ray cluster has gone (no live node, or it cannot be asked)."""
+    try:
+        alive = [n for n in ray.nodes() if n.get("Alive")]
+    except Exception as exc:  # noqa: BLE001 - any failure to reach the cluster's control store
+        raise ConnectionError(f"lost the Ray cluster while waiting for jobs ({exc}); run the same command "
+                              "again to resume (finished units are kept)") from exc
+    if not alive:
+        raise ConnectionError("the Ray cluster has no live node left; run the same command again to resume "
+                              "(finished units are kept)")
 
 
 def _check_reachable(address: str, timeout: float) -> None:
@@ -174,7 +195,8 @@ def _init_with_timeout(ray: Any, kwargs: dict[str, Any], timeout: float, address
 
     t = threading.Thread(target=run, daemon=True)
     t.start()
-    t.join(timeout if address not in (None, "local") else None)
+    # joining a cluster waits connect_timeout; starting a local instance gets a longer, still finite, wait
+    t.join(timeout if address not in (None, "local") else max(LOCAL_START_SECONDS, timeout))
     if t.is_alive():
         raise ConnectionError(f"Ray did not connect to {address} within {timeout:g} s; check the address "
                               f"(ray status on the head node)")

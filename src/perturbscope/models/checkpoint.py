@@ -264,28 +264,30 @@ def check_checkpoint_task(meta: dict[str, Any], *, data: str | None = None,
     if data is not None and task["data"] is not None:
         a, b = _SAME_IMAGES.get(str(data), str(data)), _SAME_IMAGES.get(task["data"], task["data"])
         if a != b:
-            out.append(f"{name} was trained on {task['data']}, the data is {data}")
+            out.append(f"it was trained on {task['data']}, the data is {data}")
     if input_shape is not None and task["input_shape"] is not None:
         got = tuple(int(s) for s in input_shape)
         if got != task["input_shape"]:
-            fmt = "x".join
-            out.append(f"{name} was trained on inputs {fmt(map(str, task['input_shape']))}, the data's are "
-                       f"{fmt(map(str, got))}")
+            out.append(f"it was trained on inputs {'x'.join(map(str, task['input_shape']))}, the data's are "
+                       f"{'x'.join(map(str, got))}")
     if classes is not None and task["classes"] is not None:
         given = [str(c) for c in classes]
         known = [task["classes"], task["class_names"] or []]
         if not any(given == k for k in known):
             if any(sorted(given) == sorted(k) and k for k in known):
-                out.append(f"{name}'s label 0 is class {task['classes'][0]} and label 1 class "
-                           f"{task['classes'][1]}; the classes {' '.join(given)} swap them")
+                zero, one = task["classes"][:2]
+                out.append(f"its label 0 is class {zero} and label 1 class {one}, the classes "
+                           f"{' '.join(given)} swap them")
             else:
-                out.append(f"{name} was trained on classes {' '.join(task['classes'])}"
-                           + (f" ({', '.join(task['class_names'])})"
-                              if task["class_names"] and task["class_names"] != task["classes"] else "")
+                names = task["class_names"]
+                out.append(f"it was trained on classes {' '.join(task['classes'])}"
+                           + (f" ({', '.join(names)})" if names and names != task["classes"] else "")
                            + f", the task is classes {' '.join(given)}")
+    out = [f"{name}: {m}" for m in out]
     if out and not force:
         raise CheckpointMismatchError(
-            "; ".join(out) + ". Use it on the data it was trained on (its meta: data "
+            "; ".join(out) + ". Use it on the data it was trained on (data "
             f"{task['data']}, classes {' '.join(task['classes'] or ['?'])}), or pass --force (Python: "
-            "force=True) to run anyway; the mismatch is then recorded in summary.json and printed")
+            "force=True) to run anyway: the mismatch is then printed as a warning (and 'audit' records it in "
+            "summary.json)")
     return out

@@ -30,7 +30,7 @@ import numpy as np
 __all__ = ["SPLITTING_LEVEL_VAR", "LINES_FACTOR", "IS_FACTOR", "default_factors", "widen"]
 
 #: growth of the variance of log p_hat per intermediate level that the splitting formula misses
-SPLITTING_LEVEL_VAR = 0.25
+SPLITTING_LEVEL_VAR = 0.35
 #: widening of the line-sampling interval (log-normal part)
 LINES_FACTOR = 2.0
 #: widening of the importance-sampling interval

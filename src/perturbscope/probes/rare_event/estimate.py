@@ -404,7 +404,7 @@ def estimate_flip_probability(
         progress: show a progress bar.
         interval_factor: widening of the method's own log-normal interval (and ``rel_error``);
             ``None`` (default): the measured calibration of
-            :mod:`~perturbscope.probes.rare_event.calibration` (splitting ``sqrt(1 + 0.25
+            :mod:`~perturbscope.probes.rare_event.calibration` (splitting ``sqrt(1 + 0.35
             levels)``, lines 2, IS 1.15; coverage measured in docs/rare_event.md, "Interval
             calibration"); ``1.0``: the method's own interval.
 
