@@ -48,7 +48,7 @@ def test_not_a_checkpoint_errors(tmp_path):
         load_checkpoint(tmp_path / "missing.pt")
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"this is not a checkpoint")
-    with pytest.raises(CheckpointError, match="not a torch checkpoint"):
+    with pytest.raises(CheckpointError, match="not a readable"):
         load_checkpoint(junk)
     plain = tmp_path / "plain.pt"
     torch.save({"weight": torch.ones(2)}, plain)

@@ -178,7 +178,8 @@ class Evil:
     ("nan", ["NaN or infinite weights", "head.2.bias"]), ("inf", ["NaN or infinite weights"]),
     ("huge", ["width", "4000"]), ("channels", ["in_channels", "-3"]), ("extra", ["evil"]),
     ("text", ["width", "wide"]), ("shape", ["do not fit", "head.2.bias"]),
-    ("random", ["not a torch checkpoint"]), ("empty", ["empty"]), ("truncated", ["damaged"]),
+    ("random", ["not a readable torch checkpoint", "zip archive"]), ("empty", ["empty"]),
+    ("truncated", ["damaged"]),
     ("directory", ["directory"]), ("foreign", ["not a perturbscope checkpoint"]),
     ("code", ["pickled objects or code"]),
 ])

@@ -43,6 +43,8 @@ __all__ = ["AuditResult", "audit", "audit_splits", "MISSED"]
 
 #: share of the correctly classified images left unflipped by the attack above which the audit warns
 MISSED = 0.25
+#: forward passes of the random probe from which its time estimate is printed even without progress bars
+LONG_PROBE = 10**8
 
 
 @dataclass
@@ -221,7 +223,8 @@ def audit(
     kmin = np.full(shape_na, -1, dtype=np.int64)
     if len(ia):
         total = len(ia) * len(alphas) * cfg.draws
-        on_rate = _eta_printer(f"random probe ({split})", total) if progress else None
+        # the time estimate is printed with the progress bars, and always for a long probe
+        on_rate = _eta_printer(f"random probe ({split})", total) if progress or total >= LONG_PROBE else None
         with progress_bar(f"random probe ({split})", total, progress) as advance:
             for ib in _blocks_of(torch.from_numpy(ia), n, cfg.batch_size):
                 ibn = ib.numpy()

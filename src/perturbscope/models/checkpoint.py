@@ -27,7 +27,8 @@ from perturbscope.models.pair_cnn import MLP, PairCNN
 from perturbscope.train_config import MAX_WIDTH, MIN_WIDTH
 
 __all__ = ["CheckpointError", "CheckpointMismatchError", "save_checkpoint", "load_checkpoint",
-           "check_checkpoint_task", "checkpoint_task", "ARCHITECTURES", "CONFIG_LIMITS", "DATA_SHAPES"]
+           "check_checkpoint_task", "checkpoint_task", "check_torch_file", "ARCHITECTURES", "CONFIG_LIMITS",
+           "DATA_SHAPES"]
 
 FORMAT = "perturbscope-checkpoint"
 ARCHITECTURES: dict[str, type[nn.Module]] = {"PairCNN": PairCNN, "MLP": MLP}
@@ -128,6 +129,22 @@ def _check_config(path: Path, arch: str, config: Any) -> dict[str, Any]:
     return out
 
 
+def check_torch_file(path: Path, what: str = "checkpoint",
+                     fix: str = "give a file written by 'perturbscope train'") -> None:
+    """Refuse, before unpickling, a file that cannot be a ``torch.save`` file: empty, or not starting
+    like a zip archive (torch's format) or a pickle (its legacy format)."""
+    try:
+        with open(path, "rb") as fh:
+            magic = fh.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read {what} {path}: {exc.strerror or exc}") from exc
+    if not magic:
+        raise CheckpointError(f"{what} {path} is empty (0 bytes); it was not written completely")
+    if magic != b"PK\x03\x04" and magic[:1] != b"\x80":
+        raise CheckpointError(f"{path} is not a readable torch {what}: it is not a zip archive (the format "
+                              f"of torch.save; first bytes {magic!r}); {fix}")
+
+
 def _read_payload(path: Path, map_location: str | torch.device) -> Any:
     """``torch.load(weights_only=True)`` of ``path``, each failure named for what it is."""
     if path.is_dir():
@@ -135,17 +152,7 @@ def _read_payload(path: Path, map_location: str | torch.device) -> Any:
                               f"file written by 'perturbscope train'")
     if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        with open(path, "rb") as fh:
-            magic = fh.read(4)
-    except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from exc
-    if not magic:
-        raise CheckpointError(f"checkpoint {path} is empty (0 bytes); it was not written completely")
-    if magic != b"PK\x03\x04" and magic[:1] != b"\x80":
-        raise CheckpointError(f"{path} is not a torch checkpoint: it is not a zip archive (the format of "
-                              f"torch.save; first bytes {magic!r}); give a file written by "
-                              f"'perturbscope train'")
+    check_torch_file(path)
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:

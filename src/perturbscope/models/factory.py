@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from perturbscope.models.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from perturbscope.models.checkpoint import CheckpointError, load_checkpoint
+from perturbscope.models.checkpoint import CheckpointError, check_torch_file, load_checkpoint
 from perturbscope.models.classifier import Classifier
 
 __all__ = ["ModelSpecError", "BUILTIN_MODELS", "resolve_factory", "build_model", "read_state_dict",
@@ -203,6 +203,7 @@ def read_state_dict(path: str | os.PathLike, map_location: str | torch.device = 
             return dict(load_file(str(path), device=str(map_location)))
         except Exception as exc:
             raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+    check_torch_file(path, "weights file", "save the weights with torch.save(model.state_dict(), path)")
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -265,6 +266,11 @@ def load_weights(module: nn.Module, path: str | os.PathLike, *, strict: bool = T
         problems.append(f"{len(unexpected)} unexpected key(s) the model lacks: {_listing(unexpected)}")
     if problems:
         raise CheckpointError(f"{path}: weights do not fit {type(module).__name__}: " + "; ".join(problems))
+    for name, t in state.items():
+        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
+            bad = int((~torch.isfinite(t)).sum())
+            raise CheckpointError(f"{path} holds NaN or infinite weights ({bad} of {t.numel()} values of "
+                                  f"{name!r}); the model that wrote them diverged")
     module.load_state_dict(state, strict=strict)
     return module
 

@@ -16,6 +16,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from perturbscope.train_config import MAX_WIDTH, MIN_WIDTH
+
 __all__ = ["PairCNN", "MLP", "LinearBinary", "glorot_init", "paper_cifar10", "paper_gtsrb",
            "paper_fashion_mnist"]
 
@@ -53,8 +55,12 @@ class PairCNN(nn.Module):
         super().__init__()
         if init not in INITS:
             raise ValueError(f"init must be one of {INITS}, got {init!r}")
-        if width <= 0:
-            raise ValueError(f"width must be > 0, got {width}")
+        numeric = isinstance(width, int | float) and not isinstance(width, bool)
+        if not numeric or not MIN_WIDTH <= width <= MAX_WIDTH:
+            raise ValueError(f"width must be a number in [{MIN_WIDTH:g}, {MAX_WIDTH:g}] (1 = the paper's "
+                             f"network), got {width!r}")
+        if isinstance(in_channels, bool) or not isinstance(in_channels, int) or not 1 <= in_channels <= 64:
+            raise ValueError(f"in_channels must be an int in [1, 64], got {in_channels!r}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), got {dropout}")
         self.config = {"in_channels": in_channels, "width": float(width), "deep": bool(deep),
