@@ -27,9 +27,9 @@ interval is printed; runs whose interval overlaps it count as covering in ``cove
 ``--raw`` measures the methods' own intervals (``interval_factor=1``); without it the
 package's calibrated defaults are scored. Every line is also written as JSON to ``--out``.
 
-Run (single thread, ~12 CPU-minutes for everything):
-``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibrate_intervals.py --raw --out raw.jsonl``
-``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibrate_intervals.py --out calibrated.jsonl``
+Run (single thread; the commands and their measured times are in docs/rare_event.md, "Interval
+calibration"; ~10 CPU-minutes without the line-sampling rows of the large cases):
+``OMP_NUM_THREADS=1 .venv/bin/python benchmarks/calibrate_intervals.py --cases linear100 --out cal.jsonl``
 """
 
 from __future__ import annotations

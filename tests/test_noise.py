@@ -173,6 +173,12 @@ def test_noise_training_cli(tmp_path):
     assert "Figure 15" in html and "cube-1" in html
     summary = np.genfromtxt(out / "summary.csv", delimiter=",", names=True, dtype=None, encoding=None)
     assert len(summary) == 4  # (none, cube-1) x (train, test)
+    # every percentage with its counts and interval; every mean norm with the interval of the mean
+    for c in ("accuracy_k", "accuracy_n", "accuracy_lo", "accuracy_hi", "random_a2_k", "random_a2_n",
+              "eps_l2_n", "eps_l2_mean_lo", "eps_l2_mean_hi"):
+        assert c in summary.dtype.names, c
+    assert np.allclose(summary["accuracy"], 100 * summary["accuracy_k"] / summary["accuracy_n"])
+    assert "[" in (out / "tables.txt").read_text()  # table cells carry their intervals
     assert main([*args[:4], "7"] + args[5:]) == 2  # bad pair
     assert main([a if a != "0.2" else "-1" for a in args]) == 2  # bad rho
     assert main([a if a != "60" else "1" for a in args]) == 2  # bad limit
