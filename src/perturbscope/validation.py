@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,7 @@ if TYPE_CHECKING:  # torch is imported where a tensor is checked: the CLI parses
 
 __all__ = ["check_images", "check_labels", "check_bounds", "check_int", "check_float", "check_floats",
            "check_finite", "check_out_dir", "check_out_file", "OutputPathError", "check_fits",
-           "available_memory", "MemoryFitError"]
+           "available_memory", "MemoryFitError", "check_frame"]
 
 
 def check_bounds(bounds: tuple[float, float]) -> tuple[float, float]:
@@ -130,6 +131,17 @@ def _range_text(low, high, low_open: bool, high_open: bool) -> str:
     if high is not None:
         return f"{'<' if high_open else '<='} {_num(high)}"
     return ""
+
+
+def check_frame(df: object, columns: Sequence[str], name: str = "records") -> None:
+    """``df`` is a pandas DataFrame holding ``columns`` (the error names ``name`` and what is missing)."""
+    import pandas as pd
+
+    if not isinstance(df, pd.DataFrame):
+        raise TypeError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise ValueError(f"{name} lack columns {missing}")
 
 
 def check_finite(name: str, t: torch.Tensor, what: str = "values") -> torch.Tensor:

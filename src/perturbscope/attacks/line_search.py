@@ -39,6 +39,7 @@ inputs needed it is reported in ``result.extras["gradient_fallback"]``.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -151,14 +152,20 @@ class LineSearch(Attack):
         if self.saturated not in SATURATED_POLICIES:
             raise ValueError(f"saturated must be one of {SATURATED_POLICIES}, got {self.saturated!r}")
 
-    def _flips(self, clf: Classifier, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
-        out = torch.empty(xs.shape[0], dtype=torch.bool, device=xs.device)
+    def _batches(self, clf: Classifier, xs: torch.Tensor, ys: torch.Tensor
+                 ) -> Iterator[tuple[slice, torch.Tensor, torch.Tensor]]:
+        """``(rows, x batch, y batch)`` per forward batch; the inputs clipped to the bounds with ``clip``."""
         b = self.batch_size
         for start in range(0, xs.shape[0], b):
             xb = xs[start:start + b]
             if self.clip and clf.bounds is not None:
                 xb = xb.clamp(*clf.bounds)
-            out[start:start + b] = clf.labels_of(clf.raw(xb)) != ys[start:start + b]
+            yield slice(start, start + b), xb, ys[start:start + b]
+
+    def _flips(self, clf: Classifier, xs: torch.Tensor, ys: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(xs.shape[0], dtype=torch.bool, device=xs.device)
+        for rows, xb, yb in self._batches(clf, xs, ys):
+            out[rows] = clf.labels_of(clf.raw(xb)) != yb
         return out
 
     def _margins(self, clf: Classifier, xs: torch.Tensor, ys: torch.Tensor
@@ -166,14 +173,10 @@ class LineSearch(Attack):
         """Margins (float64) and flips of ``xs`` against ``ys``, in batches."""
         m = torch.empty(xs.shape[0], dtype=torch.float64, device=xs.device)
         f = torch.empty(xs.shape[0], dtype=torch.bool, device=xs.device)
-        b = self.batch_size
-        for start in range(0, xs.shape[0], b):
-            xb = xs[start:start + b]
-            if self.clip and clf.bounds is not None:
-                xb = xb.clamp(*clf.bounds)
-            mb, lab = clf.margin_and_labels(xb, ys[start:start + b])
-            m[start:start + b] = mb.double()
-            f[start:start + b] = lab != ys[start:start + b]
+        for rows, xb, yb in self._batches(clf, xs, ys):
+            mb, lab = clf.margin_and_labels(xb, yb)
+            m[rows] = mb.double()
+            f[rows] = lab != yb
         return m, f
 
     def _points(self, x: torch.Tensor, direction: torch.Tensor, rows: torch.Tensor, ks: torch.Tensor,

@@ -53,7 +53,7 @@ def margins_and_labels(clf: Classifier) -> Callable[..., tuple[torch.Tensor, tor
           ) -> tuple[torch.Tensor, torch.Tensor]:
         s, labels = clf.scores_and_labels(x)
         if clf.binary:
-            return (s * (2 * y.to(s.dtype) - 1)).unsqueeze(1), labels
+            return clf.margin_of_scores(s, y).unsqueeze(1), labels
         if cand is None:
             k = s.shape[1]
             cand = torch.stack([torch.cat([torch.arange(c), torch.arange(c + 1, k)])

@@ -90,12 +90,7 @@ def _loss_gradient(clf: Classifier, x: torch.Tensor, y: torch.Tensor, loss: str,
             xb = x[sl].clone().requires_grad_(True)
             yb = y[sl]
             s = clf.scores(xb)
-            if clf.binary:
-                m = s * (yb.to(s.dtype) * 2 - 1)
-            else:
-                true = s.gather(1, yb.view(-1, 1))[:, 0]
-                other = s.scatter(1, yb.view(-1, 1), float("-inf")).amax(dim=1)
-                m = true - other
+            m = clf.margin_of_scores(s, yb)
             if loss == "margin":
                 obj = -m.sum()
             elif clf.binary:

@@ -36,17 +36,16 @@ import pandas as pd
 import torch
 from torch import nn
 
-from perturbscope.audit.schema import alpha_key
+from perturbscope.audit.schema import RARE_EVENT_COLUMNS, alpha_key
 from perturbscope.models.classifier import Classifier
 from perturbscope.probes.rare_event.estimate import flip_probability_table
 
 __all__ = ["RARE_COLUMN_PREFIXES", "rare_event_columns", "summarize_rare_event",
            "records_to_table"]
 
-#: per-alpha column prefixes written by :func:`rare_event_columns` (``{prefix}_{alpha_key}``).
-RARE_COLUMN_PREFIXES: tuple[str, ...] = (
-    "p_hat", "p_lo", "p_hi", "log10_p_hat", "draws_needed", "p_probe_sees_flip", "p_first_order",
-    "rare_rel_error", "rare_hits")
+#: per-alpha column prefixes written by :func:`rare_event_columns` (``{prefix}_{alpha_key}``), as
+#: the record schema names them.
+RARE_COLUMN_PREFIXES: tuple[str, ...] = tuple(c.name.removesuffix("_{a}") for c in RARE_EVENT_COLUMNS)
 
 _FROM_TABLE = {"p_hat": "p_hat", "p_lo": "ci_low", "p_hi": "ci_high", "log10_p_hat": "log10_p_hat",
                "draws_needed": "expected_draws", "p_probe_sees_flip": "p_probe_sees_flip",
@@ -60,17 +59,7 @@ def rare_event_columns(
     y: torch.Tensor | None,
     eps_adv: torch.Tensor | np.ndarray | Sequence[float],
     alphas: Sequence[float] = (1.0, 2.0, 5.0, 10.0),
-    *,
-    output: str | None = None,
-    direction: torch.Tensor | None = None,
-    budget: int = 2000,
-    seed: int | torch.Generator | None = 0,
-    method: str = "splitting",
-    n_per_level: int = 200,
-    level: float = 0.95,
-    probe_draws: int = 2000,
-    batch_size: int = 256,
-    progress: bool = False,
+    **options,
 ) -> pd.DataFrame:
     """Flip probability per image and alpha as audit-record columns (one row per image).
 
@@ -84,29 +73,22 @@ def rare_event_columns(
         eps_adv: ``(N,)`` adversarial L2 sizes (pixel units); NaN or non-positive (no
             adversarial found) gives NaN columns and costs no forward pass.
         alphas: radius multipliers; the ball radius is ``alpha * eps_adv``.
-        direction: optional ``(N, *shape)`` sampling directions (default: the margin gradient,
-            i.e. the direction of the paper's line search).
-        budget: forward passes per image and alpha for the estimator (plus the direction
-            search for ``"is"``). ``"splitting"`` with ``n_per_level`` draws per level resolves
-            p down to ``0.1^((budget - n_per_level) / (0.9 n_per_level))`` (1e-10 for the
-            defaults); below that ``p_hat = 0`` and ``p_hi`` is an upper bound.
-        output, seed, method, level, batch_size, progress: as
-            :func:`~.estimate.estimate_flip_probability`.
-        probe_draws: size of the paper's probe, for ``p_probe_sees_flip_k``.
+        options: keyword arguments of :func:`~.estimate.flip_probability_table`, checked there,
+            with its defaults: ``output``, ``direction`` (optional ``(N, *shape)`` sampling
+            directions; default the margin gradient, i.e. the direction of the paper's line
+            search), ``budget`` (forward passes per image and alpha, default 2000;
+            ``"splitting"`` with ``n_per_level`` draws per level (default 200) resolves p down
+            to ``0.1^((budget - n_per_level) / (0.9 n_per_level))``, 1e-10 for the defaults;
+            below that ``p_hat = 0`` and ``p_hi`` is an upper bound), ``seed``, ``method``,
+            ``level``, ``probe_draws`` (size of the paper's probe, for
+            ``p_probe_sees_flip_k``), ``batch_size``, ``progress`` and the estimator's own.
 
     Returns:
         DataFrame with ``N`` rows in the order of ``x`` (index ``0..N-1``) and the columns listed
         in the module docstring.
     """
-    if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget < 2:
-        raise ValueError(f"budget must be an integer >= 2 forward passes, got {budget!r}")
-    if isinstance(probe_draws, bool) or not isinstance(probe_draws, int | np.integer) or probe_draws < 1:
-        raise ValueError(f"probe_draws must be a positive integer, got {probe_draws!r}")
     tab = flip_probability_table(model, x, y, torch.as_tensor(np.asarray(eps_adv, dtype=np.float64)),
-                                 alphas, output=output, direction=direction, budget=budget,
-                                 seed=seed, method=method, level=level, probe_draws=probe_draws,
-                                 batch_size=batch_size, progress=progress,
-                                 n_per_level=n_per_level)
+                                 alphas, **options)
     n = x.shape[0]
     out: dict[str, np.ndarray] = {}
     alphas = tuple(float(a) for a in alphas)

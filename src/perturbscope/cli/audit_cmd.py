@@ -276,8 +276,7 @@ def register(sub) -> None:
                                    "cifar10 --classes 3 5 --out audit/\n\nSources, files and options: "
                                    "docs/data.md; models: docs/audit.md; external attacks: docs/attacks.md.")
     m = p.add_argument_group("model (--checkpoint, or --model with optional --weights)")
-    o.CHECKPOINT.add(m)
-    o.FORCE.add(m)
+    o.add_checkpoint_args(m)
     o.MODEL.add(m)
     o.MODEL_KWARGS.add(m)
     o.WEIGHTS.add(m)

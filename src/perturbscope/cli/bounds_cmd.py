@@ -108,8 +108,7 @@ def register(sub) -> None:
                                    "attack, a certified lower bound, and the audit's random-susceptibility "
                                    "table scaled by the line search and by the best upper bound. "
                                    "Pixel units.")
-    o.CHECKPOINT.add(p, required=True)
-    o.FORCE.add(p)
+    o.add_checkpoint_args(p, required=True)
     o.add_data_args(p, classes_required=False)
     o.SPLIT.add(p)
     p.add_argument("--max-images", type=o.COUNT, default=None, metavar="N",

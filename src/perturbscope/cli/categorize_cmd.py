@@ -41,8 +41,7 @@ def register(sub) -> None:
                                    "fooling rate, R = share of random perturbations that fool; each "
                                    "with a binomial confidence interval. Norms in pixel units of images "
                                    "in [0, 1]; flips are changes of the predicted label.")
-    o.CHECKPOINT.add(p, required=True)
-    o.FORCE.add(p)
+    o.add_checkpoint_args(p, required=True)
     o.add_data_args(p, classes_required=False)
     g = p.add_argument_group("categories")
     g.add_argument("--eps", type=o.POSITIVE, nargs="+", required=True, metavar="EPS",

@@ -354,6 +354,13 @@ FORCE = _opt("--force", action="store_true",
                   "trained on (its meta); the mismatch is printed and recorded in summary.json")
 
 
+def add_checkpoint_args(p: argparse.ArgumentParser | argparse._ArgumentGroup, *,
+                        required: bool = False) -> None:
+    """``--checkpoint`` and the ``--force`` that overrides its recorded task."""
+    CHECKPOINT.add(p, required=required)
+    FORCE.add(p)
+
+
 def add_progress_arg(p: argparse.ArgumentParser) -> None:
     NO_PROGRESS.add(p)
 

@@ -52,8 +52,7 @@ def register(sub) -> None:
                     "sampling along the boundary normal), plus the first-order plane estimate. "
                     "Norms are in pixel units of images in [0, 1].")
     src = p.add_argument_group("model")
-    o.CHECKPOINT.add(src)
-    o.FORCE.add(src)
+    o.add_checkpoint_args(src)
     src.add_argument("--linear", type=o.NONNEG_INT, default=0, metavar="D",
                      help="instead: a linear model in dimension D >= 2 with a known exact answer")
     src.add_argument("--distance", type=o.POSITIVE, default=0.5, metavar="L2",

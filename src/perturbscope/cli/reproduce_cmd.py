@@ -64,6 +64,21 @@ def _paper_model(args: argparse.Namespace) -> str | None:
     return hits[0] if len(hits) == 1 else None
 
 
+def _given(*settings: tuple[str, object], unset: object = None) -> dict[str, object]:
+    """The ``(field, flag value)`` pairs whose flag was given (its value is not ``unset``)."""
+    return {k: v for k, v in settings if v is not unset}
+
+
+def _audit_config(args: argparse.Namespace, au: AuditConfig) -> AuditConfig:
+    """The preset's audit settings ``au`` with the audit flags given (``--draws``, ``--alphas``, ...)."""
+    changes = _given(("draws", args.draws), ("steps", args.steps), ("s_max", args.s_max),
+                     ("seed", args.probe_seed), ("batch_size", args.forward_batch),
+                     ("saturated", args.saturated))
+    if args.alphas is not None:
+        changes["alphas"] = tuple(float(a) for a in args.alphas)
+    return AuditConfig(**{**au.__dict__, **changes})
+
+
 def build_imagenet_config(args: argparse.Namespace) -> ImageNetReproduceConfig:
     """The ImageNet run's :class:`ImageNetReproduceConfig` (``--full`` or scaled-down), flags applied."""
     given = [f"--{k.replace('_', '-')}" for k in _TRAINING_FLAGS if getattr(args, k) is not None]
@@ -76,23 +91,14 @@ def build_imagenet_config(args: argparse.Namespace) -> ImageNetReproduceConfig:
                          "(or path/to/file.py:callable) and --weights FILE")
     base = ImageNetReproduceConfig.paper if args.full else ImageNetReproduceConfig.scaled_down
     preset = base(model=args.model)
-    au = preset.audit
-    changes = {k: v for k, v in (("draws", args.draws), ("steps", args.steps), ("s_max", args.s_max),
-                                 ("seed", args.probe_seed), ("batch_size", args.forward_batch),
-                                 ("saturated", args.saturated))
-               if v is not None}
-    if args.alphas is not None:
-        changes["alphas"] = tuple(float(a) for a in args.alphas)
-    au = AuditConfig(**{**au.__dict__, **changes})
+    au = _audit_config(args, preset.audit)
     gs = args.group_size if args.group_size is not None else max(1, preset.group_size // au.batch_size) * \
         au.batch_size
     cfg = replace(preset, audit=au, device=args.device, data_seed=args.data_seed, group_size=gs,
                   model_kwargs=args.model_kwargs, paper_model=_paper_model(args),
-                  normalize=tuple(tuple(v) for v in args.normalize) if args.normalize else None)
-    if args.images is not False:
-        cfg = replace(cfg, images=args.images)  # None: every validation image
-    if args.image_size is not None:
-        cfg = replace(cfg, crop=args.image_size)
+                  normalize=tuple(tuple(v) for v in args.normalize) if args.normalize else None,
+                  **_given(("images", args.images), unset=False),  # None: every validation image
+                  **_given(("crop", args.image_size)))
     if args.resize != o.RESIZE.default:
         cfg = replace(cfg, resize=args.resize)
     return cfg.validated()
@@ -110,53 +116,48 @@ def build_config(args: argparse.Namespace) -> ReproduceConfig:
     if args.image_size is not None and source != "gtsrb":
         raise ValueError(f"--image-size applies to gtsrb and imagenet, not {source}")
     base = ReproduceConfig.for_dataset(source, full=args.full)
-    tr = base.train
-    tr = replace(tr, **{k: v for k, v in (("epochs", args.epochs), ("lr", args.lr),
-                                           ("batch_size", args.batch_size), ("seed", args.seed))
-                        if v is not None})
-    au = base.audit
-    changes = {k: v for k, v in (("draws", args.draws), ("steps", args.steps), ("s_max", args.s_max),
-                                 ("seed", args.probe_seed), ("batch_size", args.forward_batch),
-                                 ("saturated", args.saturated))
-               if v is not None}
-    if args.alphas is not None:
-        changes["alphas"] = tuple(float(a) for a in args.alphas)
-    au = AuditConfig(**{**au.__dict__, **changes})
+    tr = replace(base.train, **_given(("epochs", args.epochs), ("lr", args.lr),
+                                      ("batch_size", args.batch_size), ("seed", args.seed)))
+    au = _audit_config(args, base.audit)
+    pairs = None if args.pairs is None else parse_pairs(args.pairs, NUM_CLASSES[source])
     cfg = replace(base, source=source, train=tr, audit=au, device=args.device,
-                  data_seed=args.data_seed)
-    if args.pairs is not None:
-        cfg = replace(cfg, pairs=parse_pairs(args.pairs, NUM_CLASSES[source]))
-    if args.image_size is not None:
-        cfg = replace(cfg, image_size=args.image_size)
-    if args.train_images is not False:
-        cfg = replace(cfg, train_images=args.train_images)
-    if args.images is not False:
-        cfg = replace(cfg, audit_images=args.images)
-    if args.width is not None:
-        cfg = replace(cfg, width=args.width)
-    if args.restarts is not None:
-        cfg = replace(cfg, restarts=args.restarts)
-    if args.init is not None:
-        cfg = replace(cfg, init=args.init)
+                  data_seed=args.data_seed,
+                  **_given(("pairs", pairs), ("image_size", args.image_size), ("width", args.width),
+                           ("restarts", args.restarts), ("init", args.init)),
+                  **_given(("train_images", args.train_images), ("audit_images", args.images),
+                           unset=False))
     return cfg.validated()
+
+
+def _configured(build, args: argparse.Namespace):
+    """``build(args)``; a flag that does not fit the experiment is a usage error (exit code 2)."""
+    try:
+        return build(args)
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
+def _print_tables(args: argparse.Namespace, store, run_id: str, tables: dict) -> None:
+    """Print the run's tables; write them to ``--out`` and its records to ``--export`` if given."""
+    from perturbscope.experiments.reproduce import write_reproduction_tables
+
+    print("\n" + tables["text"].split("\n\n", 1)[1])
+    if args.out:
+        files = write_reproduction_tables(args.out, tables)
+        print(f"\ntables: {files['tables']}, {files['table20']}, {files['table21']}")
+    if args.export:
+        print(f"records: {store.export(run_id, args.export)}")
 
 
 def run(args: argparse.Namespace) -> int:
     from perturbscope.experiments.executors import make_executor
-    from perturbscope.experiments.reproduce import (
-        reproduction_tables,
-        run_reproduction,
-        write_reproduction_tables,
-    )
+    from perturbscope.experiments.reproduce import reproduction_tables, run_reproduction
     from perturbscope.experiments.store import ResultsStore
     from perturbscope.experiments.tables import protocol_note
 
     if args.experiment == "imagenet":
         return run_imagenet(args)
-    try:
-        cfg = build_config(args)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(str(exc)) from exc
+    cfg = _configured(build_config, args)
     use_device(cfg.device)  # the jobs move the model and inputs there
     set_threads(args.threads)
     kwargs = {}
@@ -184,13 +185,7 @@ def run(args: argparse.Namespace) -> int:
         for k in out.units_failed:
             err = store.units(out.run_id).set_index("unit_key").loc[k, "meta"].get("error")
             print(f"FAILED {k}: {err}")
-        tables = reproduction_tables(store, out.run_id, cfg)
-        print("\n" + tables["text"].split("\n\n", 1)[1])
-        if args.out:
-            files = write_reproduction_tables(args.out, tables)
-            print(f"\ntables: {files['tables']}, {files['table20']}, {files['table21']}")
-        if args.export:
-            print(f"records: {store.export(out.run_id, args.export)}")
+        _print_tables(args, store, out.run_id, reproduction_tables(store, out.run_id, cfg))
     if out.units_failed:
         print(f"{len(out.units_failed)} units failed (kept as 'failed' in the store); run the same command "
               "again to retry them")
@@ -201,13 +196,9 @@ def run(args: argparse.Namespace) -> int:
 def run_imagenet(args: argparse.Namespace) -> int:
     """``perturbscope reproduce imagenet``: the streamed audit of a pre-trained model, Table 25."""
     from perturbscope.experiments.imagenet import imagenet_note, imagenet_tables, run_imagenet_reproduction
-    from perturbscope.experiments.reproduce import write_reproduction_tables
     from perturbscope.experiments.store import ResultsStore
 
-    try:
-        cfg = build_imagenet_config(args)
-    except (TypeError, ValueError) as exc:
-        raise UsageError(str(exc)) from exc
+    cfg = _configured(build_imagenet_config, args)
     if args.executor != "local":
         raise UsageError("'reproduce imagenet' runs locally (one model, streamed images): drop --executor")
     use_device(cfg.device)
@@ -222,13 +213,8 @@ def run_imagenet(args: argparse.Namespace) -> int:
         name = store.run_name(out.run_id)
         print(f"run {name} ({out.run_id}): {'new' if out.created else 'resumed'}; "
               f"{len(out.units_run)} groups audited, {out.units_skipped} already done, {out.seconds:.1f} s")
-        tables = imagenet_tables(store, out.run_id, store.run_config(out.run_id))
-        print("\n" + tables["text"].split("\n\n", 1)[1])
-        if args.out:
-            files = write_reproduction_tables(args.out, tables)
-            print(f"\ntables: {files['tables']}, {files['table20']}, {files['table21']}")
-        if args.export:
-            print(f"records: {store.export(out.run_id, args.export)}")
+        _print_tables(args, store, out.run_id,
+                      imagenet_tables(store, out.run_id, store.run_config(out.run_id)))
     return 0
 
 

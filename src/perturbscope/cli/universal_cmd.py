@@ -59,8 +59,7 @@ def register(sub) -> None:
                                    "and measure its fooling rate on the other, beside random vectors of "
                                    "the same norm and the spectrum of DeepFool boundary normals. All "
                                    "norms are in pixel units of images in [0, 1].")
-    o.CHECKPOINT.add(p, required=True)
-    o.FORCE.add(p)
+    o.add_checkpoint_args(p, required=True)
     o.add_data_args(p, classes_required=False)
     add_universal_args(p)
     o.add_runtime_args(p)

@@ -9,7 +9,8 @@ Shared by the CIFAR-10, GTSRB, ImageNet and image-folder loaders:
   archive and the member (members are read into memory, never extracted to disk);
 * :func:`file_digest` / :func:`check_digest`: MD5 / SHA-1 / SHA-256 checks whose error says how to
   skip verification (``verify=False`` in Python, ``--no-verify`` on the command line);
-* :func:`open_image`: Pillow decoding of bytes with errors that name the file.
+* :func:`open_image` / :func:`open_image_file`: Pillow decoding of bytes (of a file) with errors
+  that name the file.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ __all__ = [
     "TarContainer",
     "open_container",
     "open_image",
+    "open_image_file",
     "IMAGE_EXTENSIONS",
 ]
 
@@ -329,3 +331,12 @@ def open_image(data: bytes, where: str) -> Any:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{where}: not a readable image, or truncated ({exc})") from exc
     return img
+
+
+def open_image_file(path: Path) -> Any:
+    """:func:`open_image` of the file ``path``; :class:`DataError` naming it if it cannot be read."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read ({exc})") from exc
+    return open_image(data, str(path))

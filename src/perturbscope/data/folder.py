@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from perturbscope.data.containers import IMAGE_EXTENSIONS, open_image
+from perturbscope.data.containers import IMAGE_EXTENSIONS, open_image_file
 from perturbscope.data.errors import DataError
 from perturbscope.data.streaming import LabelledImageDataset
 
@@ -84,12 +84,7 @@ class ImageFolderDataset(LabelledImageDataset):
     def decode(self, index: int) -> np.ndarray:
         from PIL import Image
 
-        f = self.files[self._check_index(index)]
-        try:
-            data = f.read_bytes()
-        except OSError as exc:
-            raise DataError(f"{f}: cannot read ({exc})") from exc
-        img = open_image(data, str(f)).convert("L" if self.grayscale else "RGB")
+        img = open_image_file(self.files[self._check_index(index)]).convert("L" if self.grayscale else "RGB")
         if self.size is not None and img.size != (self.size[1], self.size[0]):
             img = img.resize((self.size[1], self.size[0]), Image.Resampling.BILINEAR)
         a = np.asarray(img, dtype=np.uint8)

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from perturbscope.data.containers import IMAGE_EXTENSIONS, open_image, resolve_root
+from perturbscope.data.containers import IMAGE_EXTENSIONS, open_image_file, resolve_root
 from perturbscope.data.errors import DataError
 from perturbscope.data.imagenet_classes import IMAGENET_CLASS_NAMES, IMAGENET_WNIDS
 from perturbscope.data.streaming import LabelledImageDataset
@@ -308,12 +308,8 @@ class ImageNetDataset(LabelledImageDataset):
         self.channels = int(channels)
 
     def decode(self, index: int) -> np.ndarray:
-        f = self.files[self._check_index(index)]
-        try:
-            data = f.read_bytes()
-        except OSError as exc:
-            raise DataError(f"{f}: cannot read ({exc})") from exc
-        return preprocess_imagenet(open_image(data, str(f)), self.resize, self.crop)
+        return preprocess_imagenet(open_image_file(self.files[self._check_index(index)]), self.resize,
+                                   self.crop)
 
 
 def load_imagenet(path: str | os.PathLike | None = None, split: str = "val", *, limit: int | None = None,

@@ -230,14 +230,6 @@ def task_from_dataset(dataset: LabelledImageDataset, classes: Sequence[int | str
     labels = dataset.labels
     if cls is not None and len(cls) == 2:
         i, j = cls
-        if i == j:
-            raise ValueError(f"i and j must be different classes, got i == j == {i}")
-        if limit is not None and int(limit) < 2:
-            raise ValueError(f"limit must be >= 2 (one image per class at least) or None, got {limit}")
-        present = set(np.unique(labels).tolist())
-        missing = [c for c in (i, j) if c not in present]
-        if missing:
-            raise ValueError(f"class(es) {missing} have no images; classes present: {sorted(present)}")
         pos, _ = pair_positions(labels, i, j, limit=limit, seed=seed)
         task: PairTask | MultiClassTask = pair_task(
             dataset.decode_many(pos), labels[pos], i, j, channels=dataset.channels,
@@ -294,14 +286,6 @@ def task_view(dataset: LabelledImageDataset, classes: Sequence[int | str] | str 
     names: Sequence[str] | None = None
     if cls is not None and len(cls) == 2:
         i, j = cls
-        if i == j:
-            raise ValueError(f"i and j must be different classes, got i == j == {i}")
-        if limit is not None and int(limit) < 2:
-            raise ValueError(f"limit must be >= 2 (one image per class at least) or None, got {limit}")
-        present = set(np.unique(labs).tolist())
-        missing = [c for c in (i, j) if c not in present]
-        if missing:
-            raise ValueError(f"class(es) {missing} have no images; classes present: {sorted(present)}")
         pos, new = pair_positions(labs, i, j, limit=limit, seed=seed)
         if labels == "task":
             names = (dataset.class_names[i], dataset.class_names[j])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal
+from typing import Literal, Self
 
 import numpy as np
 import torch
@@ -23,8 +23,27 @@ __all__ = ["PairTask", "pair_task", "load_pair_task", "SOURCES", "MultiClassTask
 SOURCES: tuple[str, ...] = ("fashion-mnist", "fashion-mnist-subset", "digits")
 
 
+class _Images:
+    """What every task has beside its fields: its size, its input dimension, a copy on a device."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.y.shape[0])
+
+    @property
+    def dim(self) -> int:
+        """Input dimension d = C * H * W (the d of the d-ball in the random probe)."""
+        return int(np.prod(self.x.shape[1:]))
+
+    def to(self, device: torch.device | str) -> Self:
+        """A copy with ``x`` and ``y`` on ``device`` (metadata shared)."""
+        return replace(self, x=self.x.to(device), y=self.y.to(device))
+
+
 @dataclass
-class PairTask:
+class PairTask(_Images):
     """A binary task built from two classes of a labelled image set.
 
     Attributes:
@@ -45,18 +64,6 @@ class PairTask:
     source: str = ""
     split: str = ""
     indices: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
-
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
-
-    @property
-    def dim(self) -> int:
-        """Input dimension d = C * H * W (the d of the d-ball in the random probe)."""
-        return int(np.prod(self.x.shape[1:]))
-
-    def to(self, device: torch.device | str) -> PairTask:
-        """A copy with ``x`` and ``y`` on ``device`` (metadata shared)."""
-        return replace(self, x=self.x.to(device), y=self.y.to(device))
 
     def class_counts(self) -> tuple[int, int]:
         """Number of images labelled 0 and 1."""
@@ -102,6 +109,35 @@ def _to_unit_float(images: np.ndarray) -> np.ndarray:
     )
 
 
+def _check_arrays(images: np.ndarray | torch.Tensor, labels: np.ndarray | torch.Tensor,
+                  channels: int) -> tuple[np.ndarray, np.ndarray]:
+    """``images`` as ``(N, C, H, W)`` and ``labels`` as ``(N,)`` numpy arrays, checked."""
+    imgs = _as_numpy(images, "images")
+    labs = _as_numpy(labels, "labels")
+    if channels < 1:
+        raise ValueError(f"channels must be >= 1, got {channels}")
+    if labs.ndim != 1 or not np.issubdtype(labs.dtype, np.integer):
+        raise ValueError(f"labels must be a 1-D integer array, got {labs.dtype} {labs.shape}")
+    if imgs.ndim == 3:
+        imgs = imgs[:, None]
+    elif imgs.ndim != 4:
+        raise ValueError(f"images must have shape (N, H, W) or (N, C, H, W), got {imgs.shape}")
+    if imgs.shape[1] not in (1, channels):
+        raise ValueError(f"images have {imgs.shape[1]} channels; expected 1 (grey, repeated to "
+                         f"{channels}) or channels={channels}")
+    if imgs.shape[0] != labs.shape[0]:
+        raise ValueError(f"images ({imgs.shape[0]}) and labels ({labs.shape[0]}) differ in length")
+    return imgs, labs
+
+
+def _task_images(imgs: np.ndarray, pos: np.ndarray, channels: int) -> torch.Tensor:
+    """float32 ``(n, channels, H, W)`` in [0, 1] of the images at ``pos`` (grey repeated)."""
+    x = _to_unit_float(imgs[pos])
+    if x.shape[1] != channels:
+        x = np.repeat(x, channels, axis=1)
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+
+
 def _select_limit(y01: np.ndarray, limit: int, seed: int) -> np.ndarray:
     """Sorted positions of at most ``limit`` items, as balanced between 0/1 as the counts allow."""
     pos0, pos1 = np.flatnonzero(y01 == 0), np.flatnonzero(y01 == 1)
@@ -120,8 +156,19 @@ def pair_positions(labels: np.ndarray, i: int, j: int, *, limit: int | None = No
 
     Only the labels are needed, so a lazy source can decode just these images and get the
     same task as :func:`pair_task` on the whole array.
+
+    Raises:
+        ValueError: ``i == j``, ``limit < 2`` or a class with no images.
     """
     labs = np.asarray(labels)
+    if i == j:
+        raise ValueError(f"i and j must be different classes, got i == j == {i}")
+    if limit is not None and int(limit) < 2:
+        raise ValueError(f"limit must be >= 2 (one image per class at least) or None, got {limit}")
+    present = set(np.unique(labs).tolist())
+    missing = [c for c in (i, j) if c not in present]
+    if missing:
+        raise ValueError(f"class(es) {missing} have no images; classes present: {sorted(present)}")
     pos = np.flatnonzero((labs == i) | (labs == j))
     y01 = (labs[pos] == j).astype(np.int64)
     if limit is not None and pos.size > limit:
@@ -168,34 +215,9 @@ def pair_task(
         ValueError: ``i == j``, a class with no images, NaN or out-of-range
             pixels, mismatched lengths, bad shapes, ``limit < 2`` or ``channels < 1``.
     """
-    imgs = _as_numpy(images, "images")
-    labs = _as_numpy(labels, "labels")
+    imgs, labs = _check_arrays(images, labels, channels)
     i, j = int(i), int(j)
-    if i == j:
-        raise ValueError(f"i and j must be different classes, got i == j == {i}")
-    if channels < 1:
-        raise ValueError(f"channels must be >= 1, got {channels}")
-    if limit is not None and int(limit) < 2:
-        raise ValueError(f"limit must be >= 2 (one image per class at least) or None, got {limit}")
-    if labs.ndim != 1 or not (np.issubdtype(labs.dtype, np.integer)):
-        raise ValueError(f"labels must be a 1-D integer array, got {labs.dtype} {labs.shape}")
-    if imgs.ndim == 3:
-        imgs = imgs[:, None]
-    elif imgs.ndim != 4:
-        raise ValueError(f"images must have shape (N, H, W) or (N, C, H, W), got {imgs.shape}")
-    if imgs.shape[1] not in (1, channels):
-        raise ValueError(
-            f"images have {imgs.shape[1]} channels; expected 1 (grey, duplicated to "
-            f"{channels}) or channels={channels}"
-        )
-    if imgs.shape[0] != labs.shape[0]:
-        raise ValueError(f"images ({imgs.shape[0]}) and labels ({labs.shape[0]}) differ in length")
-    present = np.unique(labs)
-    missing = [c for c in (i, j) if c not in present]
-    if missing:
-        raise ValueError(
-            f"class(es) {missing} have no images; classes present: {present.tolist()}"
-        )
+    pos, y01 = pair_positions(labs, i, j, limit=limit, seed=seed)
     if class_names is not None:
         names = tuple(str(n) for n in class_names)
         if max(i, j) >= len(names) or min(i, j) < 0:
@@ -203,13 +225,8 @@ def pair_task(
         pair_names = (names[i], names[j])
     else:
         pair_names = (str(i), str(j))
-
-    pos, y01 = pair_positions(labs, i, j, limit=limit, seed=seed)
-    x = _to_unit_float(imgs[pos])
-    if x.shape[1] != channels:
-        x = np.repeat(x, channels, axis=1)
     return PairTask(
-        x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        x=_task_images(imgs, pos, channels),
         y=torch.from_numpy(y01),
         classes=(i, j),
         class_names=pair_names,
@@ -267,7 +284,7 @@ def load_pair_task(
 
 
 @dataclass
-class MultiClassTask:
+class MultiClassTask(_Images):
     """A multi-class task: some (or all) classes of a labelled image set.
 
     Attributes:
@@ -289,22 +306,10 @@ class MultiClassTask:
     split: str = ""
     indices: torch.Tensor = field(default_factory=lambda: torch.empty(0, dtype=torch.int64))
 
-    def __len__(self) -> int:
-        return int(self.y.shape[0])
-
     @property
     def num_classes(self) -> int:
         """K, the number of classes of the task (present or not)."""
         return len(self.classes)
-
-    @property
-    def dim(self) -> int:
-        """Input dimension d = C * H * W."""
-        return int(np.prod(self.x.shape[1:]))
-
-    def to(self, device: torch.device | str) -> MultiClassTask:
-        """A copy with ``x`` and ``y`` on ``device`` (metadata shared)."""
-        return replace(self, x=self.x.to(device), y=self.y.to(device))
 
     def class_counts(self) -> tuple[int, ...]:
         """Number of images of each class, in the order of ``classes``."""
@@ -400,21 +405,7 @@ def multiclass_task(
     Returns:
         A :class:`MultiClassTask` (``x`` float32 ``(n, channels, H, W)`` in [0, 1], on the CPU).
     """
-    imgs = _as_numpy(images, "images")
-    labs = _as_numpy(labels, "labels")
-    if channels < 1:
-        raise ValueError(f"channels must be >= 1, got {channels}")
-    if labs.ndim != 1 or not np.issubdtype(labs.dtype, np.integer):
-        raise ValueError(f"labels must be a 1-D integer array, got {labs.dtype} {labs.shape}")
-    if imgs.ndim == 3:
-        imgs = imgs[:, None]
-    elif imgs.ndim != 4:
-        raise ValueError(f"images must have shape (N, H, W) or (N, C, H, W), got {imgs.shape}")
-    if imgs.shape[1] not in (1, channels):
-        raise ValueError(f"images have {imgs.shape[1]} channels; expected 1 (grey, repeated to "
-                         f"{channels}) or channels={channels}")
-    if imgs.shape[0] != labs.shape[0]:
-        raise ValueError(f"images ({imgs.shape[0]}) and labels ({labs.shape[0]}) differ in length")
+    imgs, labs = _check_arrays(images, labels, channels)
     if labs.size and int(labs.min()) < 0:
         raise ValueError(f"labels must be >= 0, found {int(labs.min())}")
     names = tuple(str(n) for n in class_names) if class_names is not None else None
@@ -439,11 +430,8 @@ def multiclass_task(
         task_names = tuple(names[c] for c in cls)
     else:
         task_names = tuple(str(c) for c in cls)
-    x = _to_unit_float(imgs[pos])
-    if x.shape[1] != channels:
-        x = np.repeat(x, channels, axis=1)
     return MultiClassTask(
-        x=torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)),
+        x=_task_images(imgs, pos, channels),
         y=torch.from_numpy(new.astype(np.int64)),
         classes=cls,
         class_names=task_names,

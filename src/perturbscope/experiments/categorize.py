@@ -14,7 +14,14 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from perturbscope.experiments.universal import P_OF_NORM, output_kind, save_perturbation, write_json
+from perturbscope.experiments.universal import (
+    P_OF_NORM,
+    add_boundary_normals,
+    normals_text,
+    output_kind,
+    save_perturbation,
+    write_json,
+)
 from perturbscope.figures import new_figure, save_figure
 from perturbscope.fileio import atomic_write
 
@@ -113,13 +120,8 @@ def run_categorize(model: Any, task: Any, out: str | Path, *, checkpoint: str, e
                "results": [r.summary() for r in results], "files": files}
     nres = None
     if normals:
-        from perturbscope.analyses.boundary_normals import boundary_normals, plot_singular_values
-
-        nres = boundary_normals(model, task.x[:normals], output=output, seed=seed)
-        summary["boundary_normals"] = nres.summary()
-        files["normals_plot"] = str(plot_singular_values(
-            nres, out / "singular_values.png",
-            title=f"DeepFool normals at {nres.normals.shape[0]} images vs random"))
+        nres = add_boundary_normals(model, task.x[:normals], out, summary, files, output=output,
+                                    seed=seed)
     write_json(out / "categories.json", summary)
     echo(task.describe())
     for r in results:
@@ -127,9 +129,7 @@ def run_categorize(model: Any, task: Any, out: str | Path, *, checkpoint: str, e
         echo(f"\neps = {r.eps:g} (L{norm}): {name}\n  A {r.attack.text()}  "
              f"U {r.universal.text()}  R {r.random.text()}\n  {r.reason}")
     if nres is not None:
-        echo(f"\nboundary normals: {nres.k_normals} of {nres.normals.shape[0]} directions hold "
-             f"{100 * nres.fraction:g}% of the squared singular mass (random unit vectors: "
-             f"{nres.k_random}); few directions = correlated boundaries (favours category 3)")
+        echo(f"\n{normals_text(nres)}; few directions = correlated boundaries (favours category 3)")
     echo(f"\nwritten to {out}: categories.json, records.csv, categories.png, "
          f"universal_eps*.npy/png" + (", singular_values.png" if nres is not None else ""))
     return summary

@@ -47,6 +47,7 @@ from perturbscope.experiments.tables import long_metrics, wide_table
 from perturbscope.fileio import atomic_write, atomic_write_text
 from perturbscope.models.pair_cnn import MLP
 from perturbscope.train import TrainConfig, train_binary, train_pair_model
+from perturbscope.validation import check_frame
 
 __all__ = [
     "NoiseLevel", "NoiseTrainingConfig", "NoiseTrainingResult", "mean_l2_cube", "mean_l2_ball",
@@ -101,11 +102,7 @@ def summarize_noise_records(records: pd.DataFrame) -> pd.DataFrame:
     ``random_a{alpha}``).
     """
     noise_cols = ["noise_kind", "noise_level", "noise_rho", "noise_size", "noise_mean_l2"]
-    if not isinstance(records, pd.DataFrame):
-        raise TypeError(f"records must be a pandas DataFrame, got {type(records).__name__}")
-    missing = [c for c in ["noise", *noise_cols] if c not in records.columns]
-    if missing:
-        raise ValueError(f"records lack columns {missing}")
+    check_frame(records, ["noise", *noise_cols])
     summary = summarize_groups(records, ("pair", "noise", "split"))
     levels = records.drop_duplicates("noise")[["noise", *noise_cols]]
     out = summary.merge(levels, on="noise", how="left")

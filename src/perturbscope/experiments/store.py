@@ -243,7 +243,7 @@ class ResultsStore:
             self._open_read_only()
             return
         new = not self.path.exists() or self.path.stat().st_size == 0
-        try:
+        with self._closed_on_error():
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._con = sqlite3.connect(self.path, timeout=60.0, isolation_level=None)
             if not new:
@@ -263,18 +263,12 @@ class ResultsStore:
                 elif int(row[0]) != SCHEMA_VERSION:
                     raise ValueError(f"{self.path} has store schema {row[0]}, this perturbscope reads "
                                      f"{SCHEMA_VERSION}")
-        except sqlite3.DatabaseError as exc:
-            self.close()
-            raise StoreError(_db_error(self.path, exc)) from exc
-        except BaseException:
-            self.close()
-            raise
 
     def _open_read_only(self) -> None:
         if not self.path.is_file():
             raise StoreError(f"results store {self.path} does not exist")
         uri = f"file:{self.path.resolve().as_posix()}?mode=ro"
-        try:
+        with self._closed_on_error():
             self._con = sqlite3.connect(uri, uri=True, timeout=60.0, isolation_level=None)
             try:
                 self._check_ours()
@@ -282,6 +276,12 @@ class ResultsStore:
                 self._con.close()
                 self._con = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
                 self._check_ours()
+
+    @contextmanager
+    def _closed_on_error(self) -> Iterator[None]:
+        """Opening: any error closes the connection; an SQLite one becomes a :class:`StoreError`."""
+        try:
+            yield
         except sqlite3.DatabaseError as exc:
             self.close()
             raise StoreError(_db_error(self.path, exc)) from exc

@@ -28,6 +28,7 @@ import pandas as pd
 from perturbscope.audit.config import box_mode
 from perturbscope.audit.schema import alpha_key
 from perturbscope.paper import PAPER_PROTOCOL, PROTOCOL_LABELS
+from perturbscope.validation import check_frame
 
 __all__ = ["paper_tables", "paper_long", "long_metrics", "side_by_side", "wide_table", "metric_label",
            "format_ours", "format_diff", "paper_outside",
@@ -84,14 +85,6 @@ def pair_sort_key(pair: str) -> tuple:
         return (1, str(pair))
 
 
-def _check(df: pd.DataFrame, cols: Sequence[str], what: str = "records") -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"{what} must be a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise ValueError(f"{what} lack columns {missing}")
-
-
 def _rand_metrics(summary: pd.DataFrame) -> list[str]:
     """``random_a{alpha}`` metric columns of a group summary, by increasing alpha."""
     keys = [c for c in summary.columns if c.startswith("random_a") and c[len("random_a"):]
@@ -122,7 +115,7 @@ def long_metrics(summary: pd.DataFrame) -> pd.DataFrame:
     the mean with its sd over ``n`` images and the 95% interval of the mean; ``k`` NaN).
     Counts and intervals are NaN where the summary lacks them.
     """
-    _check(summary, ["pair", "split"], "summary")
+    check_frame(summary, ["pair", "split"], "summary")
     rows = []
     for _, r in summary.iterrows():
         for m in ("accuracy", "adversarial_susceptibility", *_rand_metrics(summary)):
@@ -179,12 +172,12 @@ def side_by_side(ours: pd.DataFrame, paper: pd.DataFrame | None) -> pd.DataFrame
         has no value) and ``paper_outside`` (True where the paper's value lies outside our 95%
         interval ``[lo, hi]``, when ``ours`` has one), in the order of ``ours``.
     """
-    _check(ours, ["metric", "split", "pair", "value"], "ours")
+    check_frame(ours, ["metric", "split", "pair", "value"], "ours")
     out = ours.copy()
     if paper is None or len(paper) == 0:
         out["paper"], out["paper_sd"] = math.nan, math.nan
     else:
-        _check(paper, ["metric", "split", "pair", "value"], "paper")
+        check_frame(paper, ["metric", "split", "pair", "value"], "paper")
         p = paper.rename(columns={"value": "paper", "sd": "paper_sd"})
         if "paper_sd" not in p.columns:
             p["paper_sd"] = math.nan
@@ -257,7 +250,7 @@ def wide_table(long: pd.DataFrame, metrics: Sequence[str] | None = None,
     [2.09, 2.39]"), the paper's value ("2.24 (1.01)"), the difference, marked ``*`` where the
     paper's value lies outside our interval ("+1.99*"); "n/a" where missing.
     """
-    _check(long, ["metric", "split", "pair", "value"], "long")
+    check_frame(long, ["metric", "split", "pair", "value"], "long")
     metrics = list(metrics) if metrics is not None else list(dict.fromkeys(long["metric"]))
     splits = list(dict.fromkeys(long["split"]))
     pairs = sorted(dict.fromkeys(long["pair"]), key=pair_sort_key)
@@ -290,7 +283,7 @@ def _pairs(long: pd.DataFrame, pairs: Sequence[str] | None) -> list[str]:
 
 
 def _ours_vs_paper(summaries: pd.DataFrame, dataset: str) -> pd.DataFrame:
-    _check(summaries, ["pair", "split"], "summaries")
+    check_frame(summaries, ["pair", "split"], "summaries")
     return side_by_side(long_metrics(summaries.reindex(columns=_summary_columns(summaries))),
                         paper_long(dataset))
 

@@ -20,7 +20,7 @@ from perturbscope.figures import new_figure, save_figure
 from perturbscope.fileio import atomic_write
 
 __all__ = ["P_OF_NORM", "output_kind", "write_json", "stretch", "save_perturbation", "plot_history",
-           "run_universal"]
+           "add_boundary_normals", "normals_text", "run_universal"]
 
 #: the ``--norm`` names and their p
 P_OF_NORM: dict[str, float] = {"2": 2.0, "inf": math.inf}
@@ -126,6 +126,29 @@ def plot_history(history: Sequence[float], target: float, path: str | Path, titl
     return save_figure(fig, path, dpi=110, format="png")
 
 
+def add_boundary_normals(model: Any, x: Any, out: Path, summary: dict, files: dict, *, output: str,
+                         seed: int, images: str = "images") -> Any:
+    """The DeepFool boundary-normal spectrum at ``x``, as ``summary["boundary_normals"]`` and the
+    figure ``out / "singular_values.png"`` (``files["normals_plot"]``; its title counts the
+    ``images``); returns the :func:`~perturbscope.analyses.boundary_normals.boundary_normals`
+    result."""
+    from perturbscope.analyses.boundary_normals import boundary_normals, plot_singular_values
+
+    nres = boundary_normals(model, x, output=output, seed=seed)
+    summary["boundary_normals"] = nres.summary()
+    files["normals_plot"] = str(plot_singular_values(
+        nres, out / "singular_values.png",
+        title=f"DeepFool normals at {nres.normals.shape[0]} {images} vs random"))
+    return nres
+
+
+def normals_text(nres: Any) -> str:
+    """The printed line of :func:`add_boundary_normals`' spectrum."""
+    return (f"boundary normals: {nres.k_normals} of {nres.normals.shape[0]} directions hold "
+            f"{100 * nres.fraction:g}% of the squared singular mass (random unit vectors: "
+            f"{nres.k_random})")
+
+
 def run_universal(model: Any, build: Any, held: Any, out: str | Path, *, checkpoint: str, xi: float,
                   norm: str = "inf", delta: float = 0.2, max_passes: int = 10, mode: str = "batched",
                   chunk: int = 32, clip: bool = False, random_draws: int = 20, normals: int = 200,
@@ -151,7 +174,6 @@ def run_universal(model: Any, build: Any, held: Any, out: str | Path, *, checkpo
     Returns:
         the summary written to ``universal.json``.
     """
-    from perturbscope.analyses.boundary_normals import boundary_normals, plot_singular_values
     from perturbscope.attacks.universal import random_fooling, universal_perturbation
     from perturbscope.models.classifier import model_device
 
@@ -184,11 +206,8 @@ def run_universal(model: Any, build: Any, held: Any, out: str | Path, *, checkpo
                                              best_pass=res.best_pass))
     nres = None
     if normals:
-        nres = boundary_normals(model, held.x[:normals], output=output, seed=seed)
-        summary["boundary_normals"] = nres.summary()
-        files["normals_plot"] = str(plot_singular_values(
-            nres, out / "singular_values.png",
-            title=f"DeepFool normals at {nres.normals.shape[0]} held-out images vs random"))
+        nres = add_boundary_normals(model, held.x[:normals], out, summary, files, output=output,
+                                    seed=seed, images="held-out images")
     table = None
     if transfer:
         from perturbscope.analyses.transfer import transfer_matrix
@@ -219,9 +238,7 @@ def run_universal(model: Any, build: Any, held: Any, out: str | Path, *, checkpo
     echo(f"random vectors of the same L{norm} norm fool {100 * rnd.rate:.1f}% ({rnd.kind}); "
          f"of the same L2 norm (sphere): {100 * rnd_l2.rate:.1f}%")
     if nres is not None:
-        echo(f"boundary normals: {nres.k_normals} of {nres.normals.shape[0]} directions hold "
-             f"{100 * nres.fraction:g}% of the squared singular mass (random unit vectors: "
-             f"{nres.k_random})")
+        echo(normals_text(nres))
     if table is not None:
         echo("\ntransfer (rows: model the perturbation was built on; columns: model it is "
              f"applied to; held-out fooling rate):\n{table.round(3).to_string()}")

@@ -68,6 +68,19 @@ def default_rtol(m: int, n: int) -> float:
     return EPS64 * max(m, n)
 
 
+def _rank_decision(s: np.ndarray, m: int, n: int, rtol: float | None, atol: float | None = None
+                   ) -> tuple[int, dict[str, float]]:
+    """The rank ``#(s > tol)`` of an ``(m, n)`` matrix's singular values ``s`` (descending) and what a
+    space records about it: ``tol`` (``atol``, else ``rtol * s_max`` with ``rtol`` by default
+    :func:`default_rtol`), ``sigma_max``, ``sigma_min`` (smallest kept), ``sigma_dropped`` (largest
+    dropped)."""
+    smax = float(s[0]) if s.size else 0.0
+    tol = atol if atol is not None else (default_rtol(m, n) if rtol is None else rtol) * smax
+    r = int((s > tol).sum())
+    return r, {"tol": tol, "sigma_max": smax, "sigma_min": float(s[r - 1]) if r else 0.0,
+               "sigma_dropped": float(s[r]) if r < s.size else 0.0}
+
+
 def _as_batch(d: torch.Tensor, in_shape: tuple[int, ...], n: int) -> torch.Tensor:
     if not isinstance(d, torch.Tensor):
         raise TypeError(f"perturbations must be a torch.Tensor, got {type(d).__name__}")
@@ -377,10 +390,8 @@ def nullspace_basis(a, rtol: float | None = None) -> tuple[np.ndarray, np.ndarra
         raise ValueError(f"expected a non-empty 2-D matrix, got shape {ad.shape}")
     m, n = ad.shape
     _, s, vt = sla.svd(ad.astype(np.float64), full_matrices=True, check_finite=True)
-    smax = float(s[0]) if s.size else 0.0
-    tol = (default_rtol(m, n) if rtol is None else rtol) * smax
-    r = int((s > tol).sum())
-    return vt[r:].T.copy(), s, tol
+    r, spectrum = _rank_decision(s, m, n, rtol)
+    return vt[r:].T.copy(), s, spectrum["tol"]
 
 
 def _dense_space(
@@ -408,9 +419,7 @@ def _dense_space(
         del q
     else:
         _, s, vt = sla.svd(ad, full_matrices=False, check_finite=False)
-    smax = float(s[0]) if s.size else 0.0
-    tol = atol if atol is not None else (default_rtol(m, n) if rtol is None else rtol) * smax
-    r = int((s > tol).sum())
+    r, spectrum = _rank_decision(s, m, n, rtol, atol)
     k = n - r
     common = dict(
         in_shape=tuple(in_shape),
@@ -419,10 +428,7 @@ def _dense_space(
         rank=r,
         exact=True,
         method="dense",
-        tol=tol,
-        sigma_max=smax,
-        sigma_min=float(s[r - 1]) if r else 0.0,
-        sigma_dropped=float(s[r]) if r < s.size else 0.0,
+        **spectrum,
         description=desc,
     )
     if k > n / 2:
@@ -499,9 +505,7 @@ def _patch_space(lmap: LinearMap, rtol: float | None) -> PatchSpace:
     wr = lmap.weight.reshape(d, c * kh * kw).numpy()
     _, s, vt = sla.svd(wr, full_matrices=True)
     m, n = lmap.m, lmap.n
-    smax = float(s[0]) if s.size else 0.0
-    tol = (default_rtol(m, n) if rtol is None else rtol) * smax
-    r = int((s > tol).sum())
+    r, spectrum = _rank_decision(s, m, n, rtol)
     _, ho, wo = lmap.out_shape
     patches = ho * wo
     uncovered = c * (h * w - patches * kh * kw)
@@ -513,10 +517,7 @@ def _patch_space(lmap: LinearMap, rtol: float | None) -> PatchSpace:
         rank=n - dim,
         exact=True,
         method="patch",
-        tol=tol,
-        sigma_max=smax,
-        sigma_min=float(s[r - 1]) if r else 0.0,
-        sigma_dropped=float(s[r]) if r < s.size else 0.0,
+        **spectrum,
         description=lmap.description,
         notes={
             "kernel_rank": r,

@@ -262,11 +262,7 @@ class Classifier(nn.Module):
         """Scores that do not saturate: the logit ``z`` ``(N,)`` for binary models, ``(N, K)`` logits."""
         if self._logit is not None:
             return self._check_output(self._call(self._logit, x), x.shape[0], "logits")
-        out = self.raw(x)
-        if self.output == "sigmoid":
-            eps = torch.finfo(out.dtype).eps
-            return torch.logit(out.clamp(eps, 1 - eps))
-        return out
+        return self._scores_of(self.raw(x))
 
     def scores_and_labels(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """:meth:`scores` and the ``(N,)`` int64 labels from one forward pass."""
@@ -274,11 +270,14 @@ class Classifier(nn.Module):
             z = self.scores(x)
             return z, (torch.sigmoid(z) >= 0.5).long()
         out = self.raw(x)
-        labels = self.labels_of(out)
+        return self._scores_of(out), self.labels_of(out)
+
+    def _scores_of(self, out: torch.Tensor) -> torch.Tensor:
+        """:meth:`scores` from a checked raw output: a probability's ``logit`` (clamped to stay finite)."""
         if self.output == "sigmoid":
             eps = torch.finfo(out.dtype).eps
-            out = torch.logit(out.clamp(eps, 1 - eps))
-        return out, labels
+            return torch.logit(out.clamp(eps, 1 - eps))
+        return out
 
     def probabilities(self, x: torch.Tensor) -> torch.Tensor:
         """Class-1 probability ``(N,)`` of a binary model, softmax ``(N, K)`` of a multi-class one.
@@ -315,12 +314,17 @@ class Classifier(nn.Module):
         binary model, as the labels do.
         """
         s, pred = self.scores_and_labels(x)
+        return self.margin_of_scores(s, labels), pred
+
+    def margin_of_scores(self, s: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The signed margin ``(N,)`` of :meth:`scores` ``s`` against ``labels`` (as
+        :meth:`margin_and_labels`, for a caller that needs the scores too). Differentiable."""
         labels = labels.to(s.device)
         if self.binary:
-            return s * (labels.to(s.dtype) * 2 - 1), pred
+            return s * (labels.to(s.dtype) * 2 - 1)
         true = s.gather(1, labels.view(-1, 1))[:, 0]
         other = s.scatter(1, labels.view(-1, 1), float("-inf")).amax(dim=1)
-        return true - other, pred
+        return true - other
 
     def margin(self, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Signed margin ``(N,)``; see :meth:`margin_and_labels`."""

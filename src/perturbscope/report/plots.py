@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from perturbscope.experiments.tables import pair_sort_key  # noqa: E402
 from perturbscope.models.classifier import as_classifier  # noqa: E402
 from perturbscope.probes.random_probe import random_probe  # noqa: E402
 from perturbscope.sampling import uniform_ball  # noqa: E402
+from perturbscope.validation import check_frame  # noqa: E402
 
 __all__ = ["plot_norm_violins", "plot_noise_curves", "PanelExample", "compute_panel_example",
            "plot_image_panel", "save_figure"]
@@ -47,14 +47,6 @@ SPLIT_COLORS = {"train": "#1f77b4", "test": "#ff7f0e"}
 def save_figure(fig, path: str | os.PathLike, dpi: int = 110) -> Path:
     """Save ``fig`` as PNG at ``path`` atomically and free it (:func:`perturbscope.figures.save_figure`)."""
     return figures.save_figure(fig, path, dpi=dpi, format="png")
-
-
-def _check_df(df: pd.DataFrame, cols: Sequence[str], name: str = "records") -> None:
-    if not isinstance(df, pd.DataFrame):
-        raise TypeError(f"{name} must be a pandas DataFrame, got {type(df).__name__}")
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise ValueError(f"{name} lack columns {missing}")
 
 
 def _pick_alpha(records: pd.DataFrame, alpha: float | None) -> str:
@@ -86,7 +78,7 @@ def plot_norm_violins(records: pd.DataFrame, path: str | os.PathLike, *, source:
     """
     if source not in ("adversarial", "random"):
         raise ValueError(f"source must be 'adversarial' or 'random', got {source!r}")
-    _check_df(records, ["pair", "split", "correct", "adv_success"])
+    check_frame(records, ["pair", "split", "correct", "adv_success"])
     if source == "adversarial":
         cols = {n: f"eps_{n}" for n in NORM_NAMES}
         what = "smallest adversarial perturbation"
@@ -94,7 +86,7 @@ def plot_norm_violins(records: pd.DataFrame, path: str | os.PathLike, *, source:
         key = _pick_alpha(records, alpha)
         cols = {n: f"rand_min_{n}_{key}" for n in NORM_NAMES}
         what = f"smallest flipping random perturbation, alpha={key[1:]}"
-    _check_df(records, list(cols.values()))
+    check_frame(records, list(cols.values()))
     ok = records["correct"].astype(bool) & records["adv_success"].astype(bool)
     rec = records[ok]
     pairs = sorted(dict.fromkeys(records["pair"]), key=pair_sort_key)
@@ -165,7 +157,7 @@ def plot_noise_curves(summary: pd.DataFrame, kind: str, path: str | os.PathLike,
         raise ValueError(f"kind must be 'cube' or 'ball', got {kind!r}")
     if x not in ("noise_mean_l2", "noise_size", "noise_rho"):
         raise ValueError(f"x must be noise_mean_l2, noise_size or noise_rho, got {x!r}")
-    _check_df(summary, ["pair", "split", "noise_kind", x, "accuracy", "adversarial_susceptibility",
+    check_frame(summary, ["pair", "split", "noise_kind", x, "accuracy", "adversarial_susceptibility",
                         "eps_l2_mean", "eps_l2_sd"], "summary")
     data = summary[summary["noise_kind"].isin([kind, "none"])]
     if not (data["noise_kind"] == kind).any():

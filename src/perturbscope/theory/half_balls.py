@@ -51,6 +51,11 @@ def _check(n: int, eps: float) -> None:
         raise ValueError(f"eps (half-gap between the half-balls) must be finite and >= 0, got {eps!r}")
 
 
+def _check_delta(delta: float) -> None:
+    if not (math.isfinite(delta) and delta >= 0):
+        raise ValueError(f"delta must be finite and >= 0, got {delta!r}")
+
+
 def _check_r(r: float) -> None:
     if not (math.isfinite(r) and r > 0):
         raise ValueError(f"r (perturbation radius) must be finite and > 0, got {r!r}")
@@ -79,8 +84,7 @@ def susceptibility_bound(n: int, eps: float, delta: float) -> float:
 def susceptibility_exact(n: int, eps: float, delta: float) -> float:
     """Exact ``P(|u_1| <= delta - eps) = 1 - 2 F_n(delta - eps)`` (0 when ``delta < eps``)."""
     _check(n, eps)
-    if not (math.isfinite(delta) and delta >= 0):
-        raise ValueError(f"delta must be finite and >= 0, got {delta!r}")
+    _check_delta(delta)
     if delta <= eps:
         return 0.0
     q = min(delta - eps, 1.0)
@@ -91,8 +95,7 @@ def susceptibility_exact(n: int, eps: float, delta: float) -> float:
 def log_insusceptibility_exact(n: int, eps: float, delta: float) -> float:
     """Exact ``log(1 - P(susceptible)) = log(2 F_n(delta - eps))`` (finite far below 1e-300)."""
     _check(n, eps)
-    if not (math.isfinite(delta) and delta >= 0):
-        raise ValueError(f"delta must be finite and >= 0, got {delta!r}")
+    _check_delta(delta)
     if delta <= eps:
         return 0.0
     return math.log(2.0) + log_cap_fraction(delta - eps, n)

@@ -25,6 +25,7 @@ from perturbscope.figures import new_figure, save_figure
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = ["plot_point", "plot_two_balls", "plot_half_balls"]
 
@@ -119,6 +120,14 @@ def _param_panel(ax: Axes, curves: pd.DataFrame, points: pd.DataFrame, theorem: 
     return params
 
 
+def _save(fig: Figure, path: str | os.PathLike, title: str) -> Path:
+    """Title ``fig`` (if ``title``), lay it out and save it (PNG, 110 dpi)."""
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=110)
+
+
 def plot_point(curves: pd.DataFrame, points: pd.DataFrame, path: str | os.PathLike, *,
                title: str = "", floor: float = LOG10_FLOOR) -> Path:
     """Theorem 1: ``log10 P(flip)`` of one point at distance ``eps`` against ``n``, one colour per ``r``."""
@@ -127,10 +136,7 @@ def plot_point(curves: pd.DataFrame, points: pd.DataFrame, path: str | os.PathLi
     eps = float(curves["eps"].iloc[0]) if len(curves) else math.nan
     _finish(ax, f"Thm 1: noise U(B(x, r)) flips a point at distance eps={eps:g} from the plane",
             r"$\log_{10}$ P(label flips)", log=True, legend_loc="lower left", floor=floor)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=110)
+    return _save(fig, path, title)
 
 
 def plot_two_balls(curves: pd.DataFrame, points: pd.DataFrame, path: str | os.PathLike, *,
@@ -171,10 +177,7 @@ def plot_two_balls(curves: pd.DataFrame, points: pd.DataFrame, path: str | os.Pa
             _mc_points(ax, _select(points, th, param=p), c, tail=True, log=True, label=None)
     _finish(ax, "Thm 5 (susceptible to delta) and Thm 8 (universal): 1 - P",
             r"$\log_{10}$ (1 - P)", log=True, legend_loc="lower left", floor=floor)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=110)
+    return _save(fig, path, title)
 
 
 def plot_half_balls(curves: pd.DataFrame, points: pd.DataFrame, path: str | os.PathLike, *,
@@ -235,7 +238,4 @@ def plot_half_balls(curves: pd.DataFrame, points: pd.DataFrame, path: str | os.P
                 legend_loc="lower left", floor=floor)
     else:
         ax2.set_visible(False)
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    return save_figure(fig, path, dpi=110)
+    return _save(fig, path, title)

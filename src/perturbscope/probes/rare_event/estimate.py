@@ -476,6 +476,10 @@ def flip_probability_table(
                              "interval_factor"}
     if unknown:
         raise TypeError(f"unexpected arguments: {sorted(unknown)}")
+    if isinstance(budget, bool) or not isinstance(budget, int | np.integer) or budget < 2:
+        raise ValueError(f"budget must be an integer >= 2 forward passes, got {budget!r}")
+    if isinstance(probe_draws, bool) or not isinstance(probe_draws, int | np.integer) or probe_draws < 1:
+        raise ValueError(f"probe_draws must be a positive integer, got {probe_draws!r}")
     clf, x, y = _prepare(model, x, y, output)
     n = x.shape[0]
     eps = torch.as_tensor(eps_adv, dtype=torch.float64).reshape(-1).cpu()
