@@ -117,8 +117,8 @@ def norms(args: argparse.Namespace) -> None:
                     print(row, flush=True)
     df = pd.DataFrame(rows)
     print(df.to_string(index=False))
-    if args.markdown:
-        Path(args.markdown).write_text(df.to_markdown(index=False) + "\n")
+    if args.csv:
+        df.to_csv(args.csv, index=False)
 
 
 def _cell(p: dict) -> str:
@@ -158,8 +158,8 @@ def summarize(args: argparse.Namespace) -> None:
           t20["adversarial_susceptibility"]["7-8"], "random", {a: t20["random_susceptibility"][a]["7-8"]
                                                                 for a in t20["random_susceptibility"]})
     print("paper L2", t21["eps_l2"]["7-8"], "L1", t21["eps_l1"]["7-8"], "Linf", t21["eps_linf"]["7-8"])
-    if args.markdown:
-        Path(args.markdown).write_text(df.to_markdown(index=False) + "\n")
+    if args.csv:
+        df.to_csv(args.csv, index=False)
 
 
 def main() -> None:
@@ -179,10 +179,10 @@ def main() -> None:
     nm.add_argument("--data-seed", type=int, default=0)
     nm.add_argument("--s-max", nargs="+", type=float, default=[2.5, 5.0, 10.0, 20.0])
     nm.add_argument("--threads", type=int, default=1)
-    nm.add_argument("--markdown", default=None)
+    nm.add_argument("--csv", default=None)
     s = sub.add_parser("summarize")
     s.add_argument("folder")
-    s.add_argument("--markdown", default=None)
+    s.add_argument("--csv", default=None)
     args = ap.parse_args()
     {"run": run, "norms": norms, "summarize": summarize}[args.cmd](args)
 

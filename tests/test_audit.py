@@ -87,3 +87,19 @@ def test_audit_input_errors():
         audit(model, x, y, config=AuditConfig(bounds=(1.0, 0.0)), progress=False)
     with pytest.raises(ValueError, match="output"):
         audit(nn.Linear(12, 1), x, y, progress=False)
+
+
+def test_auto_batch_size_follows_free_memory(monkeypatch):
+    """batch_size=None: a power of two that fits a share of the free memory (capped on the CPU)."""
+    import perturbscope.validation as v
+    from perturbscope.audit.run import auto_batch_size
+    from perturbscope.models import MLP, as_classifier
+
+    clf = as_classifier(MLP(3 * 8 * 8, hidden=(16,)).eval())
+    x1 = torch.rand(1, 3, 8, 8)
+    assert auto_batch_size(clf, x1) == 256  # plenty of memory: the CPU cap
+    monkeypatch.setattr(v, "available_memory", lambda device: 100_000)
+    b = auto_batch_size(clf, x1)
+    assert b & (b - 1) == 0 and 1 <= b < 256  # a power of two that fits a quarter of 100 kB
+    per_input = 2 * x1.numel() * 4
+    assert b * 1.25 * per_input <= 0.25 * 100_000

@@ -85,3 +85,46 @@ def test_mode_restored_and_inputs_checked():
         LineSearch()(model, x, y[:3])
     with pytest.raises(ValueError, match="output"):
         LineSearch()(net, x, y, output="softmax")
+
+
+class _Island(nn.Module):
+    """A binary model whose logit along e1 is ``b - a exp(-((t - c) / w)^2) - 1e-3 t``: a flip
+    island of half-width ``w sqrt(ln(a / b))`` around ``t = c``, nothing else in (0, 10]."""
+
+    output_kind = "logit"
+
+    def __init__(self, b: float, a: float, c: float, w: float) -> None:
+        super().__init__()
+        self.b, self.a, self.c, self.w = b, a, c, w
+
+    def forward(self, x):
+        t = x[:, 0]
+        return self.b - self.a * torch.exp(-((t - self.c) / self.w) ** 2) - 1e-3 * t
+
+
+def _grid_and_coarse(model):
+    from perturbscope.models import Classifier
+
+    clf = Classifier(model, bounds=None)
+    x = torch.zeros(1, 2, dtype=torch.float64)
+    y = torch.ones(1, dtype=torch.long)
+    grid = LineSearch(s_max=10.0, steps=256, search="grid")(clf, x, y)
+    coarse = LineSearch(s_max=10.0, steps=256, search="coarse")(clf, x, y)
+    return grid, coarse
+
+
+def test_coarse_search_scans_an_island_where_the_margin_comes_close_to_zero():
+    # coarse points at 3.125 and 3.75 both keep the label (margins 0.10 and 0.25), but the margin
+    # bends strongly there: the interval is scanned on the grid and the island is found
+    grid, coarse = _grid_and_coarse(_Island(b=0.25, a=0.6, c=3.3, w=0.15))
+    assert bool(grid.success[0]) and 3.1 < float(grid.eps_l2[0]) < 3.3
+    assert bool(coarse.success[0]) and float(coarse.eps_l2[0]) == float(grid.eps_l2[0])
+    assert bool(coarse.extras["rescanned"][0])
+    assert coarse.forwards < grid.forwards
+
+
+def test_coarse_search_misses_a_narrow_island_between_large_margins():
+    """The documented limit: an island inside one coarse interval whose ends have large margins."""
+    grid, coarse = _grid_and_coarse(_Island(b=1.0, a=2.0, c=3.3, w=0.1))
+    assert bool(grid.success[0])
+    assert not bool(coarse.success[0]) and not bool(coarse.extras["rescanned"][0])

@@ -54,13 +54,15 @@ SATURATED_POLICIES = ("fail", "logit")
 SEARCHES = ("grid", "coarse")
 
 
-def _mse_loss(clf: Classifier, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Sum over the batch of the paper's MSE loss between the model's probabilities and the label."""
-    prob = clf.probabilities(x)
+def _mse_loss(clf: Classifier, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sum over the batch of the paper's MSE loss between the model's probabilities and the label,
+    and the ``(B,)`` signed margins of the same forward pass (detached)."""
+    prob, s = clf.probabilities_and_scores(x)
+    margin = clf.margin_of_scores(s.detach(), y).double()
     if prob.ndim == 2:
         target = torch.nn.functional.one_hot(y, prob.shape[1]).to(prob.dtype)
-        return ((prob - target) ** 2).sum()
-    return ((prob - y.to(prob.dtype)) ** 2).sum()
+        return ((prob - target) ** 2).sum(), margin
+    return ((prob - y.to(prob.dtype)) ** 2).sum(), margin
 
 
 def _unit_rows(g: torch.Tensor, sign: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,13 +75,15 @@ def _unit_rows(g: torch.Tensor, sign: float = 1.0) -> tuple[torch.Tensor, torch.
 
 
 def loss_gradient_direction(clf: Classifier, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
-                            saturated: str = "fail") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                            saturated: str = "fail", margins: torch.Tensor | None = None
+                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Unit L2 directions ``(N, *shape)`` of the paper's loss gradient.
 
     Returns ``(directions, ok, fallback)``: ``ok`` ``(N,)`` marks nonzero directions, ``fallback``
     the rows whose MSE gradient was exactly zero and whose direction came from the logit margin
-    (only with ``saturated="logit"``). Rows with no usable direction are zero. The classifier
-    must already be in the mode the caller wants (normally eval).
+    (only with ``saturated="logit"``). Rows with no usable direction are zero. ``margins``, if
+    given (``(N,)`` float64), receives the clean inputs' signed margins from the same forward
+    passes. The classifier must already be in the mode the caller wants (normally eval).
     """
     dirs = torch.empty_like(x)
     ok = torch.empty(x.shape[0], dtype=torch.bool, device=x.device)
@@ -88,7 +92,10 @@ def loss_gradient_direction(clf: Classifier, x: torch.Tensor, y: torch.Tensor, b
         for start in range(0, x.shape[0], batch_size):
             sl = slice(start, start + batch_size)
             xb = x[sl].clone().requires_grad_(True)
-            g = input_gradient(_mse_loss(clf, xb, y[sl]), xb)
+            loss, m = _mse_loss(clf, xb, y[sl])
+            g = input_gradient(loss, xb)
+            if margins is not None:
+                margins[sl] = m
             unit, good = _unit_rows(g)
             if saturated == "logit" and not good.all():
                 bad = (~good).nonzero()[:, 0]
@@ -217,8 +224,10 @@ class LineSearch(Attack):
         return k_found, forwards
 
     def _coarse_search(self, clf: Classifier, x: torch.Tensor, y: torch.Tensor, direction: torch.Tensor,
-                       rows: torch.Tensor, step: float) -> tuple[torch.Tensor, torch.Tensor, int]:
-        """Coarse grid + bisection for ``rows``; returns ``(k_found, rescanned, forwards)``."""
+                       rows: torch.Tensor, step: float, clean_margin: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """Coarse grid + bisection for ``rows`` (``clean_margin``: their margins at the clean input);
+        returns ``(k_found, rescanned, forwards)``."""
         dev = x.device
         coarse = list(range(self.stride, self.steps + 1, self.stride))
         if not coarse or coarse[-1] != self.steps:
@@ -226,9 +235,8 @@ class LineSearch(Attack):
         points = torch.tensor([0, *coarse], device=dev)  # grid index of each coarse point, 0 = clean
         r, c = rows.numel(), len(coarse)
         margins = torch.full((r, c + 1), math.nan, dtype=torch.float64, device=dev)
-        with torch.inference_mode():
-            margins[:, 0] = self._margins(clf, x[rows], y[rows])[0]
-        forwards = r
+        margins[:, 0] = clean_margin
+        forwards = 0
         first = torch.full((r,), c + 1, dtype=torch.long, device=dev)  # coarse position of the first flip
         active = torch.arange(r, device=dev)
         per_round = max(1, self.chunk // self.stride)
@@ -269,10 +277,33 @@ class LineSearch(Attack):
                 if flips.any():
                     k_found[i] = ks[flips.to(torch.int8).argmax()]
                     break
-        # bisection on the grid inside the first flipping coarse interval
+        # inside the first flipping coarse interval (lo, hi]: one secant guess from the margins at its
+        # ends (exact when the margin is linear there), checked with its left neighbour, then a
+        # bisection on the grid for the brackets the guess did not close
         idx = (found & (k_found == 0)).nonzero()[:, 0]
         hi = points[first[idx]].clone()
         low = points[first[idx] - 1].clone()
+        if idx.numel():
+            m_lo = margins[idx, first[idx] - 1]
+            m_hi = margins[idx, first[idx]]
+            frac = (m_lo / (m_lo - m_hi)).clamp(0.0, 1.0)
+            guess = (low + torch.ceil((hi - low).double() * frac).long()).clamp(min=low + 1)
+            guess = torch.minimum(guess, hi)
+            sel = (guess < hi).nonzero()[:, 0]
+            if sel.numel():
+                flip = self._flips(clf, self._points_rows(x, direction, rows[idx[sel]], guess[sel], step),
+                                   y[rows[idx[sel]]])
+                forwards += sel.numel()
+                hi[sel] = torch.where(flip, guess[sel], hi[sel])
+                low[sel] = torch.where(flip, low[sel], guess[sel])
+            left = hi - 1
+            sel = ((left > low) & (hi == guess)).nonzero()[:, 0]
+            if sel.numel():
+                flip = self._flips(clf, self._points_rows(x, direction, rows[idx[sel]], left[sel], step),
+                                   y[rows[idx[sel]]])
+                forwards += sel.numel()
+                hi[sel] = torch.where(flip, left[sel], hi[sel])
+                low[sel] = torch.where(flip, low[sel], left[sel])
         while idx.numel():
             open_ = (hi - low) > 1
             if not open_.any():
@@ -295,7 +326,9 @@ class LineSearch(Attack):
 
     def _run(self, clf: Classifier, x: torch.Tensor, y: torch.Tensor) -> RunOutput:
         n, nd = x.shape[0], x.ndim
-        direction, ok, fallback = loss_gradient_direction(clf, x, y, self.batch_size, self.saturated)
+        clean_margin = torch.zeros(n, dtype=torch.float64, device=x.device)
+        direction, ok, fallback = loss_gradient_direction(clf, x, y, self.batch_size, self.saturated,
+                                                          margins=clean_margin)
         forwards, gradients = n + int(fallback.sum()), n + int((~ok | fallback).sum())
         step = self.s_max / self.steps
         extras: dict = {"gradient_fallback": fallback, "zero_gradient": ~ok}
@@ -309,7 +342,8 @@ class LineSearch(Attack):
                                            torch.full_like(rows, self.steps), step, advance)
             else:
                 with self.progress_bar(n) as advance:
-                    k, rescanned, f = self._coarse_search(clf, x, y, direction, rows, step)
+                    k, rescanned, f = self._coarse_search(clf, x, y, direction, rows, step,
+                                                          clean_margin[rows])
                     advance(n)
                 extras["rescanned"] = torch.zeros(n, dtype=torch.bool, device=x.device)
                 extras["rescanned"][rows] = rescanned

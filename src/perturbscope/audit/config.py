@@ -44,7 +44,9 @@ class AuditConfig:
         draws: random vectors per image and alpha, uniform in the unit L2 ball (paper: 2000).
         seed: seed of those vectors (the same draws for every image, as in the paper).
         s_max, steps, refine_tol: the line search (largest L2 scale; grid size; optional bisection).
-        batch_size: inputs per forward pass.
+        batch_size: inputs per forward pass; ``None``: chosen by :func:`perturbscope.audit.run.audit`
+            from the device's free memory and the model's activation size (the records may then
+            differ in the last bits between machines; give a number for bit-reproducible records).
         bounds: the declared input range; a bare model is wrapped with it.
         attack: eps_adv the probe is scaled by, one of :data:`AUDIT_ATTACKS`.
         lower_bound: also certify a lower bound ``eps_lower`` per image.
@@ -72,7 +74,7 @@ class AuditConfig:
     s_max: float = 10.0
     steps: int = PAPER_STEPS
     refine_tol: float | None = None
-    batch_size: int = 256
+    batch_size: int | None = 256
     bounds: tuple[float, float] = (0.0, 1.0)
     attack: str = "line-search"
     lower_bound: bool = False
@@ -99,7 +101,8 @@ class AuditConfig:
         check_int("steps", self.steps, minimum=1, maximum=MAX_STEPS)
         if self.refine_tol is not None:
             check_float("refine_tol", self.refine_tol, low=0.0, low_open=True)
-        check_int("batch_size", self.batch_size, minimum=1, maximum=MAX_BATCH)
+        if self.batch_size is not None:
+            check_int("batch_size", self.batch_size, minimum=1, maximum=MAX_BATCH)
         lo, hi = check_floats("bounds", self.bounds)
         if len(self.bounds) != 2 or not lo < hi:
             raise ValueError(f"bounds must be a pair (low, high) with low < high, got {self.bounds!r}")

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +167,8 @@ def audit(
     clf = _classifier(model, output, cfg)
     check_images(x, cfg.bounds)
     n = x.shape[0]
+    if cfg.batch_size is None:
+        cfg = replace(cfg, batch_size=auto_batch_size(clf, x[:1]))
     _check_memory(clf, x, cfg)
     pred = clf.predict(x, cfg.batch_size).cpu()
     y = clf.check_labels(torch.as_tensor(y), n).cpu()
@@ -376,6 +378,20 @@ def _activation_bytes(clf: Classifier, x1: torch.Tensor) -> int:
         for h in handles:
             h.remove()
     return 3 * max(sizes, default=0)
+
+
+def auto_batch_size(clf: Classifier, x1: torch.Tensor, *, share: float = 0.25, cpu_cap: int = 256,
+                    cap: int = 4096) -> int:
+    """A forward batch that fits: ``share`` of the device's free memory over the memory one input
+    needs (its perturbed copy, its draw and the model's largest activations, as measured on ``x1``),
+    as a power of two, at most ``cpu_cap`` on the CPU (throughput does not grow beyond) and ``cap``."""
+    from perturbscope.validation import available_memory
+
+    per_input = 2 * x1[0].numel() * x1.element_size() + _activation_bytes(clf, x1)
+    free = available_memory(clf.device)
+    fits = cap if free is None else max(1, int(share * free / max(1.25 * per_input, 1)))
+    limit = cpu_cap if clf.device.type == "cpu" else cap
+    return 1 << (min(fits, limit).bit_length() - 1)
 
 
 def _check_memory(clf: Classifier, x: torch.Tensor, cfg: AuditConfig) -> None:

@@ -27,10 +27,16 @@ def add_audit_args(p: argparse.ArgumentParser) -> None:
     o.STEPS.add(g)
     o.REFINE_TOL.add(g)
     o.SATURATED.add(g)
+    o.SEARCH.add(g)
     o.PROBE_SEED.add(g)
+    o.PRECISION.add(g)
+    o.DRAW_CHUNK.add(g)
     o.CLIP_PROBE.add(g)
     o.CLIP_ATTACK.add(g)
-    o.FORWARD_BATCH.add(g, help="perturbed inputs per forward pass of the audit (default: %(default)s)")
+    o.FORWARD_BATCH.add(g, type=o.batch_or_auto,
+                        help="perturbed inputs per forward pass of the audit, or auto (chosen from the "
+                             "device's free memory; give a number for bit-reproducible records) "
+                             "(default: %(default)s)")
     g.add_argument("--channels-last", action="store_true",
                    help="run conv models in the channels_last layout (faster on CPU)")
     g.add_argument("--parquet", action="store_true", help="also write records.parquet")
@@ -63,7 +69,10 @@ def audit_config(args: argparse.Namespace) -> AuditConfig:
                        rare_event_method=getattr(args, "rare_event_method", o.AUDIT.rare_event_method),
                        clip_probe=getattr(args, "clip_probe", False),
                        clip_attack=getattr(args, "clip_attack", False),
-                       saturated=getattr(args, "saturated", o.AUDIT.saturated))
+                       saturated=getattr(args, "saturated", o.AUDIT.saturated),
+                       search=getattr(args, "search", o.AUDIT.search),
+                       precision=getattr(args, "precision", o.AUDIT.precision),
+                       draw_chunk=getattr(args, "draw_chunk", o.AUDIT.draw_chunk))
 
 
 def run_audit(model: torch.nn.Module, args: argparse.Namespace, classes: tuple[int, int], out: Path,

@@ -345,6 +345,15 @@ DEVICE = _opt("--device", type=device_type, default="cpu", metavar="DEV",
 THREADS = _opt("--threads", type=int_type(1, MAX_THREADS), default=None, metavar="N",
                help="CPU threads of torch (and of numpy/scipy where the command uses them) "
                     "(default: %(default)s)", none="torch's choice")
+def batch_or_auto(text: str) -> int | None:
+    """An argparse ``type``: a forward batch size, or ``auto`` (``None``: chosen from free memory)."""
+    if text.strip().lower() == "auto":
+        return None
+    return int_type(1, MAX_BATCH)(text)
+
+
+batch_or_auto.__name__ = "int or auto"
+
 FORWARD_BATCH = _opt("--forward-batch", type=int_type(1, MAX_BATCH), default=AUDIT.batch_size, metavar="B",
                      help="inputs per forward pass (default: %(default)s)")
 NO_PROGRESS = _opt("--no-progress", action="store_true", help="hide progress bars")
@@ -411,6 +420,17 @@ SATURATED = _opt("--saturated", choices=SATURATED_RULES, default=AUDIT.saturated
                       "not zero); fail = the paper's literal rule, such an image is not susceptible. Records "
                       "(gradient_fallback, zero_gradient) and the summary say how many "
                       "(default: %(default)s)")
+SEARCH = _opt("--search", choices=("grid", "coarse"), default=AUDIT.search,
+              help="the line search: grid = every scale in order until the first flip (exact), coarse = "
+                   "every 16th scale then a bisection, with the exact grid where the margin could hide "
+                   "a flip (the same answer on the measured networks, ~10x fewer forwards; docs/audit.md) "
+                   "(default: %(default)s)")
+PRECISION = _opt("--precision", choices=("fp32", "bf16", "fp16"), default=AUDIT.precision,
+                 help="arithmetic of the random probe: fp32, or bf16/fp16 autocast with every flip and every "
+                      "near-boundary draw re-checked in fp32 (default: %(default)s)")
+DRAW_CHUNK = _opt("--draw-chunk", type=int_type(1, MAX_DRAWS), default=AUDIT.draw_chunk, metavar="N",
+                  help="random draws generated at once by the probe (memory: N x input size; "
+                       "default: %(default)s, about 64 MB worth)", none="auto")
 REFINE_TOL = _opt("--refine-tol", type=POSITIVE, default=AUDIT.refine_tol, metavar="L2",
                   help="bisect each flipping bracket down to this L2 width, pixel units "
                        "(default: %(default)s, as in the paper)", none="off")

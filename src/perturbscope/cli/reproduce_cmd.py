@@ -73,7 +73,9 @@ def _audit_config(args: argparse.Namespace, au: AuditConfig) -> AuditConfig:
     """The preset's audit settings ``au`` with the audit flags given (``--draws``, ``--alphas``, ...)."""
     changes = _given(("draws", args.draws), ("steps", args.steps), ("s_max", args.s_max),
                      ("seed", args.probe_seed), ("batch_size", args.forward_batch),
-                     ("saturated", args.saturated))
+                     ("saturated", args.saturated), ("search", args.search), ("precision", args.precision),
+                     ("draw_chunk", args.draw_chunk), ("clip_probe", args.clip_probe or None),
+                     ("clip_attack", args.clip_attack or None))
     if args.alphas is not None:
         changes["alphas"] = tuple(float(a) for a in args.alphas)
     return AuditConfig(**{**au.__dict__, **changes})
@@ -284,6 +286,13 @@ def register(sub) -> None:
                          "susceptible; logit = the direction from the logit margin (the paper's protocol, "
                          f"hence {_scaled(lambda c: c.audit.saturated)}; 'perturbscope audit' defaults to "
                          f"{o.AUDIT.saturated})")
+    o.SEARCH.add(g, default=None, help=f"the line search, grid or coarse "
+                                       f"({_scaled(lambda c: c.audit.search)}; both give the paper's "
+                                       "smallest flipping scale, docs/audit.md)")
+    o.PRECISION.add(g, default=None, help=f"arithmetic of the probe ({_scaled(lambda c: c.audit.precision)})")
+    o.DRAW_CHUNK.add(g)
+    o.CLIP_PROBE.add(g)
+    o.CLIP_ATTACK.add(g)
     mg = p.add_argument_group("imagenet: the pre-trained model (docs/reproduce.md)")
     o.MODEL.add(mg)
     o.MODEL_KWARGS.add(mg)

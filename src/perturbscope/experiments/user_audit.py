@@ -156,6 +156,13 @@ def audit_views(clf: Classifier, views: Mapping[str, LabelledImageDataset], conf
                          f"audit one split (--splits), not {list(views)}")
     if given_kind not in ("perturbations", "adversarial"):
         raise ValueError(f"given_kind must be 'perturbations' or 'adversarial', got {given_kind!r}")
+    if config.batch_size is None and views:  # --forward-batch auto: one choice for every split and group
+        from dataclasses import replace
+
+        from perturbscope.audit.run import auto_batch_size
+
+        x1, _ = next(iter(views.values())).batch([0])
+        config = replace(config, batch_size=auto_batch_size(clf, x1))
     gsize = group_size or default_group_size(config.batch_size)
     parts: list[AuditResult] = []
     streamed = []

@@ -290,6 +290,21 @@ class Classifier(nn.Module):
             return torch.sigmoid(self.raw(x))
         return torch.sigmoid(self.scores(x)) if self._logit is not None else self.raw(x)
 
+    def probabilities_and_scores(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`probabilities` and :meth:`scores` from one forward pass (the probabilities computed
+        exactly as :meth:`probabilities` computes them). Differentiable."""
+        if self.output == "logits":
+            s = self.raw(x)
+            return torch.softmax(s, dim=1), s
+        if self.output == "logit":
+            s = self.raw(x)
+            return torch.sigmoid(s), s
+        if self._logit is not None:
+            s = self.scores(x)
+            return torch.sigmoid(s), s
+        p = self.raw(x)
+        return p, self._scores_of(p)
+
     def labels_of(self, out: torch.Tensor) -> torch.Tensor:
         """Labels ``(N,)`` int64 from a checked raw output (see :meth:`raw`)."""
         if self.output == "logits":
