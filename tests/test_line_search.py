@@ -128,3 +128,12 @@ def test_coarse_search_misses_a_narrow_island_between_large_margins():
     grid, coarse = _grid_and_coarse(_Island(b=1.0, a=2.0, c=3.3, w=0.1))
     assert bool(grid.success[0])
     assert not bool(coarse.success[0]) and not bool(coarse.extras["rescanned"][0])
+
+
+def test_coarse_search_with_fewer_steps_than_the_stride():
+    model, x, y = linear_problem()
+    for steps in (1, 3, 16, 17):
+        grid = LineSearch(s_max=5.0, steps=steps)(model, x, y, output="sigmoid")
+        coarse = LineSearch(s_max=5.0, steps=steps, search="coarse")(model, x, y, output="sigmoid")
+        assert torch.equal(grid.success, coarse.success)
+        assert torch.allclose(grid.eps_l2[grid.success], coarse.eps_l2[coarse.success])

@@ -258,7 +258,8 @@ class LineSearch(Attack):
         # a smooth margin deviates from the straight line between two coarse points by at most
         # h^2 max|m''| / 8, and the second difference of the coarse margins estimates h^2 |m''|
         d2 = (margins[:, 2:] - 2 * margins[:, 1:-1] + margins[:, :-2]).abs()
-        bend = torch.nan_to_num(d2, nan=0.0).amax(1, keepdim=True) / 8
+        bend = (torch.nan_to_num(d2, nan=0.0).amax(1, keepdim=True) / 8 if d2.shape[1] else
+                torch.zeros((r, 1), dtype=torch.float64, device=dev))
         before = torch.arange(1, c + 1, device=dev).view(1, -1) < first.view(-1, 1)
         near = torch.minimum(left, right) < self.island_factor * bend
         risky = before & (left > 0) & (right > 0) & near

@@ -81,7 +81,7 @@ class AuditConfig:
     rare_event: bool = False
     rare_event_budget: int = 2000
     rare_event_method: str = "splitting"
-    search: str = "grid"
+    search: str = "coarse"
     saturated: str = "logit"
     precision: str = "fp32"
     draw_chunk: int | None = None
