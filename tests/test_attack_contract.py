@@ -244,3 +244,19 @@ def test_natural_failure_gives_nan_norms_and_a_zero_perturbation(name):
     assert (res.perturbation == 0).all()
     assert torch.equal(res.adv_labels, res.labels)
     assert res.forwards >= 2 * 5
+
+
+@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("mode", ["inference_mode", "no_grad"])
+def test_attack_inside_callers_inference_mode(name: str, mode: str) -> None:
+    """Called inside ``torch.inference_mode()`` or ``no_grad()`` (as a user's evaluation loop
+    often is), every attack gives exactly its result outside, instead of an autograd error."""
+    model, x, y = _linear()
+    attack = _default(name, x)
+    outside = attack(model, x, y)
+    with getattr(torch, mode)():
+        xi, yi = x.clone(), y.clone()  # inference tensors under inference_mode
+        inside = attack(model, xi, yi)
+    assert torch.equal(inside.success, outside.success)
+    assert torch.equal(inside.perturbation, outside.perturbation)
+    assert inside.forwards == outside.forwards

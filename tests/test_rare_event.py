@@ -360,3 +360,16 @@ def test_widen_leaves_bounds_and_keeps_probabilities_below_one():
     assert new_lo[0] == pytest.approx(math.log(0.125)) and new_hi[0] == 0.0
     assert new_rel[0] == pytest.approx(0.6)
     assert (new_lo[1:] == lo[1:]).all() and (new_hi[1:] == hi[1:]).all() and f.tolist() == [2.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("mode", ["inference_mode", "no_grad"])
+def test_estimate_inside_callers_inference_mode(mode: str) -> None:
+    """Inside a caller's inference_mode / no_grad the estimate (margin gradients inside) is exactly
+    the one outside, instead of an autograd error."""
+    torch.manual_seed(0)
+    model = LinearBinary(torch.randn(12, dtype=torch.float64), bias=0.3)
+    x = torch.full((1, 12), 0.5, dtype=torch.float64)
+    outside = estimate_flip_probability(model, x, None, 1.0, budget=600, seed=3)
+    with getattr(torch, mode)():
+        inside = estimate_flip_probability(model, x.clone(), None, 1.0, budget=600, seed=3)
+    np.testing.assert_array_equal(inside.log10_p_hat, outside.log10_p_hat)

@@ -337,3 +337,17 @@ def test_cli_universal_bad_files(checkpoints, tmp_path, capsys):
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
     assert _universal_cli(junk, tmp_path / "o", "--xi", "0.1") == 2
+
+
+@pytest.mark.parametrize("mode", ["inference_mode", "no_grad"])
+def test_universal_inside_callers_inference_mode(mode: str) -> None:
+    """Inside a caller's inference_mode / no_grad the universal algorithm (DeepFool inside) gives
+    exactly its result outside, instead of an autograd error."""
+    torch.manual_seed(0)
+    clf = Classifier(nn.Sequential(nn.Flatten(), nn.Linear(12, 3)), "logits", bounds=(0.0, 1.0))
+    x = torch.rand(6, 3, 2, 2, generator=torch.Generator().manual_seed(1))
+    outside = universal_perturbation(clf, x, xi=2.0, max_passes=2)
+    with getattr(torch, mode)():
+        inside = universal_perturbation(clf, x.clone(), xi=2.0, max_passes=2)
+    assert torch.equal(inside.perturbation, outside.perturbation)
+    assert inside.history == outside.history

@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from perturbscope.models.classifier import Classifier, as_classifier
+from perturbscope.models.classifier import Classifier, as_classifier, with_autograd
 from perturbscope.validation import check_images, check_int
 
 __all__ = ["Attack", "AttackResult", "RunOutput", "norms", "ATTACKS", "register_attack", "make_attack",
@@ -189,7 +189,15 @@ class Attack:
             y: reference labels (usually the true labels); default: the clean predictions.
         Returns:
             :class:`AttackResult` on the model's device.
+
+        Works inside a caller's ``torch.inference_mode()`` or ``no_grad()``: the attack runs with
+        autograd available (gradient attacks need it) on a normal copy of inference-mode inputs.
         """
+        return self._call(model, x, y, output)
+
+    @with_autograd
+    def _call(self, model: nn.Module | Classifier, x: torch.Tensor, y: torch.Tensor | None,
+              output: str | None) -> AttackResult:
         clf = as_classifier(model, output)
         if self.clip and clf.bounds is None:
             raise ValueError(f"{type(self).__name__}(clip=True) needs a classifier with bounds")

@@ -85,17 +85,19 @@ def loss_gradient_direction(clf: Classifier, x: torch.Tensor, y: torch.Tensor, b
     given (``(N,)`` float64), receives the clean inputs' signed margins from the same forward
     passes. The classifier must already be in the mode the caller wants (normally eval).
     """
-    dirs = torch.empty_like(x)
-    ok = torch.empty(x.shape[0], dtype=torch.bool, device=x.device)
-    fallback = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
+    found_margins = []
     with torch.inference_mode(False), torch.enable_grad():
+        # allocated here, not in a caller's inference mode, so that they can be written below
+        dirs = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+        ok = torch.empty(x.shape[0], dtype=torch.bool, device=x.device)
+        fallback = torch.zeros(x.shape[0], dtype=torch.bool, device=x.device)
         for start in range(0, x.shape[0], batch_size):
             sl = slice(start, start + batch_size)
             xb = x[sl].clone().requires_grad_(True)
             loss, m = _mse_loss(clf, xb, y[sl])
             g = input_gradient(loss, xb)
             if margins is not None:
-                margins[sl] = m
+                found_margins.append(m)
             unit, good = _unit_rows(g)
             if saturated == "logit" and not good.all():
                 bad = (~good).nonzero()[:, 0]
@@ -108,6 +110,8 @@ def loss_gradient_direction(clf: Classifier, x: torch.Tensor, y: torch.Tensor, b
                 fallback[sl] = fb
             dirs[sl] = unit.to(x.dtype).reshape(g.shape)
             ok[sl] = good
+    if margins is not None and found_margins:
+        margins.copy_(torch.cat(found_margins))
     return dirs, ok, fallback
 
 

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from perturbscope.attacks.deepfool import DeepFool
-from perturbscope.models.classifier import Classifier, as_classifier
+from perturbscope.models.classifier import Classifier, as_classifier, with_autograd
 from perturbscope.progress import progress_bar
 from perturbscope.sampling import make_generator, uniform_sphere
 from perturbscope.stats import binomial_ci
@@ -186,6 +186,7 @@ class UniversalResult:
         }
 
 
+@with_autograd
 def universal_perturbation(
     model: nn.Module | Classifier,
     x: torch.Tensor,

@@ -27,20 +27,45 @@ stay in pixel units. The wrapper never changes the module's train/eval mode exce
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
 __all__ = ["Classifier", "as_classifier", "OUTPUT_KINDS", "ModelOutputError", "eval_mode", "model_device",
-           "input_gradient"]
+           "input_gradient", "with_autograd"]
+
+_F = TypeVar("_F", bound=Callable[..., Any])
 
 OUTPUT_KINDS: tuple[str, ...] = ("sigmoid", "logit", "logits")
 
 
 class ModelOutputError(ValueError):
     """The model's output does not fit its declared kind (shape, batch size, range, NaN)."""
+
+
+def _normal(value: Any) -> Any:
+    """A normal copy of an inference-mode tensor (autograd cannot save those); anything else as is."""
+    return value.clone() if isinstance(value, torch.Tensor) and value.is_inference() else value
+
+
+def with_autograd(fn: _F) -> _F:
+    """Run ``fn`` with autograd available, whatever the caller's mode.
+
+    Inside a caller's ``torch.inference_mode()`` or ``no_grad()`` (a user's evaluation loop), a
+    function that takes input gradients would fail or find no gradient; wrapped, it runs in
+    ``inference_mode(False)`` with gradients enabled, on normal copies of inference-mode tensor
+    arguments, and gives exactly the result it gives outside.
+    """
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        with torch.inference_mode(False), torch.enable_grad():
+            return fn(*[_normal(a) for a in args], **{k: _normal(v) for k, v in kwargs.items()})
+
+    return wrapper  # type: ignore[return-value]
 
 
 def input_gradient(value: torch.Tensor, x: torch.Tensor, retain_graph: bool = False) -> torch.Tensor:

@@ -15,7 +15,7 @@ import pandas as pd
 import torch
 from torch import nn
 
-from perturbscope.models.classifier import Classifier, as_classifier
+from perturbscope.models.classifier import Classifier, as_classifier, with_autograd
 from perturbscope.probes.rare_event.ball import lam_from_s
 from perturbscope.probes.rare_event.calibration import default_factors, widen
 from perturbscope.probes.rare_event.first_order import first_order_log_p
@@ -331,6 +331,7 @@ def _prepare(model: nn.Module | Classifier, x: torch.Tensor, y: torch.Tensor | N
     return clf, x.to(dev), y
 
 
+@with_autograd
 def estimate_flip_probability(
     model: nn.Module | Classifier,
     x: torch.Tensor,
