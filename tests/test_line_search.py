@@ -137,3 +137,38 @@ def test_coarse_search_with_fewer_steps_than_the_stride():
         coarse = LineSearch(s_max=5.0, steps=steps, search="coarse")(model, x, y, output="sigmoid")
         assert torch.equal(grid.success, coarse.success)
         assert torch.allclose(grid.eps_l2[grid.success], coarse.eps_l2[coarse.success])
+
+
+class _Curved(nn.Module):
+    """A binary model whose logit along e1 is ``b - a t - q t^2 + s sin(w t)``, with ``(b, a, q, s, w)``
+    read from the other coordinates of each input (detached, so the gradient points along e1)."""
+
+    output_kind = "logit"
+
+    def forward(self, x):
+        t = x[:, 0]
+        b, a, q, s, w = x[:, 1:].detach().unbind(1)
+        return b - a * t - q * t**2 + s * torch.sin(w * t)
+
+
+def test_coarse_search_equals_the_grid_on_curved_margins():
+    """Secant guesses and the bisection find the grid's first flipping point on margins that are
+    far from linear inside the flipping interval, and the coarse search costs far fewer forwards."""
+    g = torch.Generator().manual_seed(3)
+    n = 200
+    b = 0.5 + 2 * torch.rand(n, generator=g, dtype=torch.float64)
+    a = 0.05 + 0.5 * torch.rand(n, generator=g, dtype=torch.float64)
+    q = 0.1 * torch.rand(n, generator=g, dtype=torch.float64)
+    w = 0.5 + 3 * torch.rand(n, generator=g, dtype=torch.float64)
+    s = 0.9 * a / w * torch.rand(n, generator=g, dtype=torch.float64)  # d logit / dt < 0 at t = 0
+    x = torch.stack([torch.zeros(n, dtype=torch.float64), b, a, q, s, w], 1)
+    from perturbscope.models import Classifier
+
+    clf = Classifier(_Curved(), bounds=None)
+    y = torch.ones(n, dtype=torch.long)
+    grid = LineSearch(s_max=10.0, steps=256, search="grid")(clf, x, y)
+    coarse = LineSearch(s_max=10.0, steps=256, search="coarse")(clf, x, y)
+    assert int(grid.success.sum()) > n // 2 and int((~grid.success).sum()) > 0  # both cases present
+    assert torch.equal(grid.success, coarse.success)
+    assert torch.equal(grid.eps_l2[grid.success], coarse.eps_l2[coarse.success])
+    assert coarse.forwards * 4 < grid.forwards

@@ -16,17 +16,22 @@ Two searches give the paper's answer, the smallest flipping grid point:
     first flip; images that flip early cost fewer than ``steps`` forwards, images that never
     flip cost ``steps``.
 ``search="coarse"``
-    every ``stride``-th grid point first (early exit as above), then a bisection on the grid
-    inside the first flipping coarse interval (``log2(stride)`` forwards). It returns the exact
+    every ``stride``-th grid point first, one per round (an image leaves at its first flip),
+    then inside the first flipping coarse interval up to three secant guesses on the grid from
+    the margins at the bracket's ends, each checked with its neighbour, and a bisection for what
+    is left (2-4 forwards where the margin is close to linear there). It returns the exact
     grid's answer unless the prediction flips and flips back between two coarse points, or
-    flips back inside the bisected interval. The model's margin is recorded at the clean input
-    and at every coarse point; an island needs the margin to fall below zero and come back
+    flips back inside the bracket being narrowed. The model's margin is recorded at the clean
+    input and at every coarse point; an island needs the margin to fall below zero and come back
     within one coarse interval, so every interval before the first coarse flip whose end margins
     are small compared with how much the margin bends between coarse points (see
-    ``island_factor``) is scanned on the exact grid (``extras["rescanned"]``). An island in an
-    interval with large margins at both ends, or an earlier crossing inside the bisected interval,
-    is not seen; how often the two searches disagree on trained networks is measured in
-    docs/audit.md ("Line search: coarse vs grid").
+    ``island_factor``) is searched again (``extras["rescanned"]``): the margins at every
+    ``stride // 4``-th grid point inside it, then the exact grid inside the sub-interval that
+    ends in a flip and inside every earlier sub-interval that fails the same test at the finer
+    spacing. An island in an interval with large margins at both ends, or an earlier crossing
+    inside the bracket, is not seen; how often the two searches disagree on trained networks,
+    and the forwards each costs, is measured in benchmarks/RESULTS-scale.md (100% identical
+    eps on 1,043 images of three trained networks).
 
 A saturated sigmoid makes the MSE gradient exactly zero in floating point (for ``|z| > ~17`` in
 float32, ``sigmoid(z)`` rounds to 0 or 1). With ``saturated="fail"`` (the paper's literal
@@ -41,6 +46,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
@@ -124,11 +130,12 @@ class LineSearch(Attack):
         s_max: largest L2 scale tried, in pixel units (default 10; the paper's value is lost).
         steps: number of equally spaced scales ``s_max * k / steps``, ``k = 1..steps`` (paper: 256).
         refine_tol: if set, bisect the flipping bracket to this L2 width (pixel units).
-        chunk: scales tried per round before inputs that flipped leave the search.
+        chunk: scales tried per round before inputs that flipped leave the search (``search="grid"``;
+            the coarse search tries one coarse point per round).
         saturated: ``"fail"`` (paper: a zero MSE gradient means not susceptible) or ``"logit"``
             (take the direction from the logit margin; see the module docstring).
-        search: ``"grid"`` (exact early-exit scan) or ``"coarse"`` (coarse grid + bisection,
-            monotonicity-checked; see the module docstring).
+        search: ``"grid"`` (exact early-exit scan) or ``"coarse"`` (coarse grid, island checks,
+            secant and bisection on the grid; see the module docstring).
         stride: grid points per coarse step for ``search="coarse"``.
         island_factor: ``search="coarse"`` scans the grid points of a coarse interval before the
             first coarse flip when ``min(m_left, m_right) < island_factor * max |D2| / 8``: the
@@ -243,85 +250,135 @@ class LineSearch(Attack):
         forwards = 0
         first = torch.full((r,), c + 1, dtype=torch.long, device=dev)  # coarse position of the first flip
         active = torch.arange(r, device=dev)
-        per_round = max(1, self.chunk // self.stride)
-        for c0 in range(1, c + 1, per_round):
+        for p in range(1, c + 1):  # one coarse point per round: an image leaves at its first flip
             if active.numel() == 0:
                 break
-            pos = torch.arange(c0, min(c0 + per_round, c + 1), device=dev)
+            pos = torch.tensor([p], device=dev)
             xs = self._points(x, direction, rows[active], points[pos], step)
-            m, flips = self._margins(clf, xs, y[rows[active]].repeat_interleave(len(pos)))
-            m, flips = m.view(len(active), len(pos)), flips.view(len(active), len(pos))
+            m, flips = self._margins(clf, xs, y[rows[active]])
             forwards += xs.shape[0]
-            margins[active.view(-1, 1), pos.view(1, -1)] = torch.where(flips, -m.abs().clamp_min(1e-300), m)
-            hit = flips.any(1)
-            first[active[hit]] = pos[flips.to(torch.int8).argmax(1)[hit]]
-            active = active[~hit]
+            margins[active, p] = torch.where(flips, -m.abs().clamp_min(1e-300), m)
+            first[active[flips]] = p
+            active = active[~flips]
         # intervals before the first coarse flip where the margin comes close to zero compared with
-        # how fast it changes: a flip island could hide there, so those grid points are scanned
+        # how fast it changes: a flip island could hide there, so those intervals are searched again
         left, right = margins[:, :-1], margins[:, 1:]
         # a smooth margin deviates from the straight line between two coarse points by at most
         # h^2 max|m''| / 8, and the second difference of the coarse margins estimates h^2 |m''|
         d2 = (margins[:, 2:] - 2 * margins[:, 1:-1] + margins[:, :-2]).abs()
-        bend = (torch.nan_to_num(d2, nan=0.0).amax(1, keepdim=True) / 8 if d2.shape[1] else
-                torch.zeros((r, 1), dtype=torch.float64, device=dev))
+        bend = (torch.nan_to_num(d2, nan=0.0).amax(1) / 8 if d2.shape[1] else
+                torch.zeros(r, dtype=torch.float64, device=dev))
         before = torch.arange(1, c + 1, device=dev).view(1, -1) < first.view(-1, 1)
-        near = torch.minimum(left, right) < self.island_factor * bend
+        near = torch.minimum(left, right) < self.island_factor * bend.view(-1, 1)
         risky = before & (left > 0) & (right > 0) & near
         rescanned = risky.any(1)
         found = first <= c
         k_found = torch.zeros(r, dtype=torch.long, device=dev)
+        sub = max(1, self.stride // 4)
         for i in rescanned.nonzero()[:, 0].tolist():
+            floor = float(bend[i]) * (sub / self.stride) ** 2  # the coarse bend at the finer spacing
             for j in risky[i].nonzero()[:, 0].tolist():
-                lo_k, hi_k = int(points[j]), int(points[j + 1])
-                if hi_k - lo_k < 2:
-                    continue
-                ks = torch.arange(lo_k + 1, hi_k, device=dev)
-                xs = self._points(x, direction, rows[i:i + 1], ks, step)
-                flips = self._flips(clf, xs, y[rows[i]].repeat(len(ks)))
-                forwards += len(ks)
-                if flips.any():
-                    k_found[i] = ks[flips.to(torch.int8).argmax()]
+                k, f = self._island_search(clf, x, y, direction, int(rows[i]), int(points[j]),
+                                           int(points[j + 1]), float(margins[i, j]), float(margins[i, j + 1]),
+                                           floor, sub, step)
+                forwards += f
+                if k:
+                    k_found[i] = k
                     break
-        # inside the first flipping coarse interval (lo, hi]: one secant guess from the margins at its
-        # ends (exact when the margin is linear there), checked with its left neighbour, then a
-        # bisection on the grid for the brackets the guess did not close
+        # inside the first flipping coarse interval (lo, hi]: secant guesses on the grid from the
+        # margins at the bracket's ends (exact when the margin is linear there), each checked with
+        # its neighbour towards the other end, then a bisection for the brackets still open
         idx = (found & (k_found == 0)).nonzero()[:, 0]
         hi = points[first[idx]].clone()
         low = points[first[idx] - 1].clone()
-        if idx.numel():
-            m_lo = margins[idx, first[idx] - 1]
-            m_hi = margins[idx, first[idx]]
-            frac = (m_lo / (m_lo - m_hi)).clamp(0.0, 1.0)
-            guess = (low + torch.ceil((hi - low).double() * frac).long()).clamp(min=low + 1)
-            guess = torch.minimum(guess, hi)
-            sel = (guess < hi).nonzero()[:, 0]
-            if sel.numel():
-                flip = self._flips(clf, self._points_rows(x, direction, rows[idx[sel]], guess[sel], step),
-                                   y[rows[idx[sel]]])
-                forwards += sel.numel()
-                hi[sel] = torch.where(flip, guess[sel], hi[sel])
-                low[sel] = torch.where(flip, low[sel], guess[sel])
-            left = hi - 1
-            sel = ((left > low) & (hi == guess)).nonzero()[:, 0]
-            if sel.numel():
-                flip = self._flips(clf, self._points_rows(x, direction, rows[idx[sel]], left[sel], step),
-                                   y[rows[idx[sel]]])
-                forwards += sel.numel()
-                hi[sel] = torch.where(flip, left[sel], hi[sel])
-                low[sel] = torch.where(flip, low[sel], left[sel])
+        m_hi = margins[idx, first[idx]].clone()
+        m_lo = margins[idx, first[idx] - 1].clone()
+        it = 0
         while idx.numel():
             open_ = (hi - low) > 1
             if not open_.any():
                 break
+            it += 1
+            secant = it <= self.SECANT_ROUNDS
             sel = open_.nonzero()[:, 0]
-            mid = (low[sel] + hi[sel]) // 2
-            xs = self._points_rows(x, direction, rows[idx[sel]], mid, step)
-            flip = self._flips(clf, xs, y[rows[idx[sel]]])
-            forwards += xs.shape[0]
-            hi[sel] = torch.where(flip, mid, hi[sel])
-            low[sel] = torch.where(flip, low[sel], mid)
+            lo_s, hi_s = low[sel], hi[sel]
+            if secant:
+                den = m_lo[sel] - m_hi[sel]
+                frac = torch.where(den > 0, m_lo[sel] / torch.where(den > 0, den, 1.0), 0.5).clamp(0.0, 1.0)
+                guess = lo_s + torch.ceil((hi_s - lo_s).double() * frac).long()
+                guess = torch.minimum(torch.maximum(guess, lo_s + 1), hi_s - 1)
+            else:
+                guess = (lo_s + hi_s) // 2
+            forwards += self._narrow(clf, x, y, direction, rows[idx], step, sel, guess, low, hi, m_lo, m_hi)
+            if secant:  # the neighbour of the guess, towards the bracket's other end
+                flipped = hi[sel] == guess
+                nb = torch.where(flipped, guess - 1, guess + 1)
+                keep = torch.where(flipped, nb > low[sel], nb < hi[sel])
+                forwards += self._narrow(clf, x, y, direction, rows[idx], step, sel[keep], nb[keep],
+                                         low, hi, m_lo, m_hi)
         k_found[idx] = hi
         return k_found, rescanned, forwards
+
+    SECANT_ROUNDS: ClassVar[int] = 3
+
+    def _narrow(self, clf: Classifier, x: torch.Tensor, y: torch.Tensor, direction: torch.Tensor,
+                rows: torch.Tensor, step: float, sel: torch.Tensor, ks: torch.Tensor, low: torch.Tensor,
+                hi: torch.Tensor, m_lo: torch.Tensor, m_hi: torch.Tensor) -> int:
+        """Evaluate grid point ``ks[t]`` of bracket ``sel[t]`` and move that bracket's end (and its
+        margin) to it, in place; returns the forwards spent."""
+        if sel.numel() == 0:
+            return 0
+        m, flip = self._margins(clf, self._points_rows(x, direction, rows[sel], ks, step), y[rows[sel]])
+        hi[sel] = torch.where(flip, ks, hi[sel])
+        m_hi[sel] = torch.where(flip, -m.abs(), m_hi[sel])
+        low[sel] = torch.where(flip, low[sel], ks)
+        m_lo[sel] = torch.where(flip, m_lo[sel], m)
+        return sel.numel()
+
+    def _first_flip(self, clf: Classifier, x: torch.Tensor, y: torch.Tensor, direction: torch.Tensor,
+                    row: int, lo: int, hi: int, step: float) -> tuple[int, int]:
+        """Exact scan of the grid points strictly between ``lo`` and ``hi`` for one input:
+        ``(first flipping point or 0, forwards)``."""
+        if hi - lo < 2:
+            return 0, 0
+        ks = torch.arange(lo + 1, hi, device=x.device)
+        flips = self._flips(clf, self._points(x, direction, torch.tensor([row], device=x.device), ks, step),
+                            y[row].repeat(len(ks)))
+        return (int(ks[flips.to(torch.int8).argmax()]) if flips.any() else 0), len(ks)
+
+    def _island_search(self, clf: Classifier, x: torch.Tensor, y: torch.Tensor, direction: torch.Tensor,
+                       row: int, lo: int, hi: int, m_lo: float, m_hi: float, floor: float, sub: int,
+                       step: float) -> tuple[int, int]:
+        """Search the risky coarse interval ``(lo, hi)`` of one input for a flip island:
+        ``(first flipping grid point or 0, forwards)``.
+
+        The margins at every ``sub``-th grid point inside it are measured; the first sub-interval
+        that ends in a flip, and every sub-interval before it whose end margins are small against
+        the bend at that spacing (the same test as between coarse points, with ``floor``, the
+        coarse bend scaled to the finer spacing, as its least value), are scanned on the grid.
+        """
+        if sub <= 1 or hi - lo <= sub:
+            return self._first_flip(clf, x, y, direction, row, lo, hi, step)
+        pts = list(range(lo, hi + 1, sub))
+        if pts[-1] != hi:
+            pts.append(hi)
+        inner = torch.tensor(pts[1:-1], device=x.device)
+        one = torch.tensor([row], device=x.device)
+        m, f = self._margins(clf, self._points(x, direction, one, inner, step), y[row].repeat(len(inner)))
+        forwards = len(inner)
+        vals = [m_lo, *torch.where(f, -m.abs(), m).tolist(), m_hi]
+        flips = [False, *f.tolist(), False]
+        d2 = [abs(vals[t + 1] - 2 * vals[t] + vals[t - 1]) for t in range(1, len(vals) - 1)]
+        bend = max(max(d2) / 8, floor)
+        for t in range(len(pts) - 1):
+            ends_in_flip = flips[t + 1]
+            if ends_in_flip or (vals[t] > 0 and vals[t + 1] > 0 and
+                                min(vals[t], vals[t + 1]) < self.island_factor * bend):
+                k, spent = self._first_flip(clf, x, y, direction, row, pts[t], pts[t + 1], step)
+                forwards += spent
+                if k or ends_in_flip:
+                    return (k or pts[t + 1]), forwards
+        return 0, forwards
 
     def _points_rows(self, x: torch.Tensor, direction: torch.Tensor, rows: torch.Tensor, ks: torch.Tensor,
                      step: float) -> torch.Tensor:
