@@ -506,3 +506,16 @@ def test_checksum_hint_names_the_command_line_flag():
     from perturbscope.data import fashion_mnist
 
     assert "--no-verify" in fashion_mnist.SKIP_VERIFY_HINT
+
+
+def test_normalisation_with_the_wrong_number_of_channels_is_named() -> None:
+    """--normalize with 2 values for 3-channel inputs: one message naming the normalisation, not a
+    broadcasting error from inside torch; a single value for every channel stays allowed."""
+    from perturbscope.models import Classifier
+
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 3))
+    x = torch.rand(4, 3, 2, 2)
+    clf = Classifier(net, "logits", mean=(0.5, 0.5), std=(0.2, 0.2))
+    with pytest.raises(ValueError, match="normalisation has 2 values per channel.*3 channels"):
+        clf.predict(x)
+    assert Classifier(net, "logits", mean=(0.5,), std=(0.2,)).predict(x).shape == (4,)

@@ -323,9 +323,11 @@ def audit_stream(
     cfg.validate()
     group_size = check_int("group_size", group_size, minimum=1)
     if group_size % cfg.batch_size:
+        fit = cfg.batch_size * max(1, group_size // cfg.batch_size)
         raise ValueError(f"group_size ({group_size}) must be a multiple of config.batch_size "
-                         f"({cfg.batch_size}): the audit evaluates blocks of batch_size images, and "
-                         f"aligned groups give exactly the records of one in-memory audit")
+                         f"({cfg.batch_size}; --forward-batch on the command line): the audit evaluates "
+                         f"blocks of batch_size images, and aligned groups give exactly the records of one "
+                         f"in-memory audit; e.g. group_size {fit}")
     if perturbations is not None and adversarial is not None:
         raise ValueError("give perturbations or adversarial, not both")
     clf = _classifier(model, output, cfg)

@@ -179,7 +179,8 @@ def _check_range(x: np.ndarray, value_range: tuple[float, float] | None, where: 
         raise DataError(f"{where}: images must be numeric, got dtype {x.dtype}")
     if value_range is None:
         raise ValueError(f"{where}: images are {x.dtype}; state their value range: value_range=(0, 1) "
-                         "or value_range=(0, 255) (only uint8 is assumed to be 0..255)")
+                         "or value_range=(0, 255) (on the command line --value-range 0 1 or --value-range "
+                         "0 255; only uint8 is assumed to be 0..255)")
     lo, hi = (float(v) for v in value_range)
     if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
         raise ValueError(f"value_range must be finite (lo, hi) with lo < hi, got {value_range}")

@@ -216,6 +216,12 @@ class Classifier(nn.Module):
     def _normalize(self, x: torch.Tensor) -> torch.Tensor:
         if self.normalization is None:
             return x
+        c = self._mean.shape[1]
+        if c > 1 and (x.ndim < 2 or x.shape[1] != c):
+            raise ValueError(f"the normalisation has {c} values per channel (mean={self.normalization[0]}) "
+                             f"but the inputs of shape {tuple(x.shape)} have "
+                             f"{x.shape[1] if x.ndim >= 2 else 'no'} channels (dimension 1); give one mean "
+                             "and std per input channel (--normalize on the command line)")
         return (x - self._mean.to(x)) / self._std.to(x)
 
     def _check_output(self, out: torch.Tensor, n: int, what: str) -> torch.Tensor:
