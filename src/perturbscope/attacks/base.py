@@ -179,6 +179,7 @@ class Attack:
         """Attack ``x`` ``(M, ...)`` (all correctly classified, on the model's device) away from ``y``."""
         raise NotImplementedError
 
+    @with_autograd
     def __call__(self, model: nn.Module | Classifier, x: torch.Tensor, y: torch.Tensor | None = None, *,
                  output: str | None = None) -> AttackResult:
         """Attack ``x`` ``(N, ...)`` (pixel units, inside the model's bounds) away from ``y`` ``(N,)``.
@@ -193,11 +194,6 @@ class Attack:
         Works inside a caller's ``torch.inference_mode()`` or ``no_grad()``: the attack runs with
         autograd available (gradient attacks need it) on a normal copy of inference-mode inputs.
         """
-        return self._call(model, x, y, output)
-
-    @with_autograd
-    def _call(self, model: nn.Module | Classifier, x: torch.Tensor, y: torch.Tensor | None,
-              output: str | None) -> AttackResult:
         clf = as_classifier(model, output)
         if self.clip and clf.bounds is None:
             raise ValueError(f"{type(self).__name__}(clip=True) needs a classifier with bounds")

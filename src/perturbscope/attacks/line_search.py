@@ -156,6 +156,8 @@ class LineSearch(Attack):
     search: str = "grid"
     stride: int = 16
     island_factor: float = 4.0
+    #: secant guesses (each checked with its neighbour) before the bisection, ``search="coarse"``
+    SECANT_ROUNDS: ClassVar[int] = 3
 
     def validate(self) -> None:
         check_float("s_max", self.s_max, low=0.0, low_open=True)
@@ -318,8 +320,6 @@ class LineSearch(Attack):
                                          low, hi, m_lo, m_hi)
         k_found[idx] = hi
         return k_found, rescanned, forwards
-
-    SECANT_ROUNDS: ClassVar[int] = 3
 
     def _narrow(self, clf: Classifier, x: torch.Tensor, y: torch.Tensor, direction: torch.Tensor,
                 rows: torch.Tensor, step: float, sel: torch.Tensor, ks: torch.Tensor, low: torch.Tensor,
